@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command: starts a throwaway PostgreSQL 15 cluster and Kafka broker
+# (installing what is missing), runs the whole test suite against them, and
+# stops them again. Extra arguments go to `cargo test`.
+set -euo pipefail
+
+REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_DIR"
+export STACK_DIR="${STACK_DIR:-${TMPDIR:-/tmp}/cdc-bridge-test-stack}"
+export PG_PORT="${PG_PORT:-56432}" KAFKA_PORT="${KAFKA_PORT:-59192}" PG_FSYNC=off
+
+if ! command -v cargo >/dev/null; then
+    echo "cargo is missing: install Rust (rustup) first" >&2
+    exit 1
+fi
+
+scripts/stack.sh down >/dev/null 2>&1 || true
+trap 'scripts/stack.sh down' EXIT
+scripts/stack.sh up
+
+export CDC_TEST_PG_PORT="$PG_PORT" CDC_TEST_KAFKA="127.0.0.1:$KAFKA_PORT"
+cargo test --locked "$@"

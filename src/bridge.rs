@@ -1,0 +1,127 @@
+//! Orchestration of `run`: the reader role (one supervised task per tenant
+//! database, re-discovered from the registry on an interval), the applier
+//! role, and the HTTP endpoint, all stopped by one shutdown signal.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::applier::Applier;
+use crate::config::Config;
+use crate::envelope::Side;
+use crate::kafka;
+use crate::reader::{supervise, SourceSpec};
+use crate::registry::{load_tenants, Tenant};
+use crate::shutdown::{Shutdown, ShutdownTrigger};
+
+/// Which parts of the bridge this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Reader and applier.
+    All,
+    /// Stream databases into Kafka.
+    Reader,
+    /// Apply Kafka to the databases.
+    Applier,
+}
+
+/// Runs the selected roles until `shutdown` fires; returns after every task
+/// has drained and stopped.
+pub async fn run(config: Arc<Config>, role: Role, trigger: ShutdownTrigger) -> anyhow::Result<()> {
+    kafka::ensure_topic(&config.kafka).await?;
+    let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
+    if role != Role::Applier {
+        let config = Arc::clone(&config);
+        let shutdown = trigger.subscribe();
+        tasks.push(tokio::spawn(
+            async move { run_readers(config, shutdown).await },
+        ));
+    }
+    if role != Role::Reader {
+        let applier = Applier::new(Arc::clone(&config))?;
+        let shutdown = trigger.subscribe();
+        tasks.push(tokio::spawn(
+            async move { Ok(applier.run(shutdown).await?) },
+        ));
+    }
+    let mut first_error = None;
+    for task in tasks {
+        let result = task.await.map_err(anyhow::Error::from).and_then(|r| r);
+        if let Err(error) = result {
+            // One role failing for good stops the others too.
+            trigger.trigger();
+            first_error.get_or_insert(error);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// The reader role: keeps one supervised task per registered tenant.
+async fn run_readers(config: Arc<Config>, mut shutdown: Shutdown) -> anyhow::Result<()> {
+    let producer = kafka::producer(&config.kafka)?;
+    let mut running: HashMap<String, (Tenant, ShutdownTrigger, JoinHandle<()>)> = HashMap::new();
+    let interval = Duration::from_secs(config.tenants.rediscover_interval_secs);
+    loop {
+        match load_tenants(&config).await {
+            Ok(tenants) => reconcile(&config, &producer, &mut running, tenants, &shutdown).await,
+            Err(error) => {
+                warn!(%error, "cannot read the tenant registry; keeping the current tenants")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait() => break,
+        }
+    }
+    for (_, (_, trigger, handle)) in running {
+        trigger.trigger();
+        let _ = handle.await;
+    }
+    Ok(())
+}
+
+/// Starts readers for new tenants and stops those no longer listed.
+async fn reconcile(
+    config: &Arc<Config>,
+    producer: &rdkafka::producer::FutureProducer,
+    running: &mut HashMap<String, (Tenant, ShutdownTrigger, JoinHandle<()>)>,
+    tenants: Vec<Tenant>,
+    parent: &Shutdown,
+) {
+    let wanted: HashMap<String, Tenant> = tenants.into_iter().map(|t| (t.id.clone(), t)).collect();
+    let gone: Vec<String> = running
+        .iter()
+        .filter(|(id, (old, _, _))| wanted.get(*id) != Some(old))
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in gone {
+        if let Some((tenant, trigger, handle)) = running.remove(&id) {
+            info!(tenant = %id, database = %tenant.database_name, "tenant left the registry or changed; stopping its reader");
+            trigger.trigger();
+            let _ = handle.await;
+        }
+    }
+    for (id, tenant) in wanted {
+        if running.contains_key(&id) || parent.is_triggered() {
+            continue;
+        }
+        info!(tenant = %id, database = %tenant.database_name, "starting reader");
+        let spec = SourceSpec {
+            side: Side::Tenant,
+            database: tenant.database_name.clone(),
+            dsn: tenant.dsn(&config.tenants.connection_template),
+            tenant: tenant.tenant_ref(),
+        };
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let handle = tokio::spawn(supervise(
+            spec,
+            Arc::clone(config),
+            producer.clone(),
+            shutdown,
+        ));
+        running.insert(id, (tenant, trigger, handle));
+    }
+}

@@ -1,0 +1,106 @@
+//! Kafka adapters: an idempotent `acks=all` producer for the reader, a
+//! manually committed consumer for the applier, and topic creation.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::KafkaConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    #[error("cannot create Kafka client for {brokers}: {source}; check kafka.brokers and kafka.client settings")]
+    Client { brokers: String, source: KafkaError },
+    #[error(
+        "cannot create topic {topic}: {reason}; create it by hand or check broker permissions"
+    )]
+    Topic { topic: String, reason: String },
+}
+
+fn base_config(config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.brokers);
+    for (key, value) in &config.client {
+        client.set(key, value);
+    }
+    client
+}
+
+fn client_error(config: &KafkaConfig) -> impl FnOnce(KafkaError) -> KafkaSetupError + '_ {
+    move |source| KafkaSetupError::Client {
+        brokers: config.brokers.clone(),
+        source,
+    }
+}
+
+/// The reader's producer: idempotent, every write acknowledged by all
+/// in-sync replicas, retried forever (the LSN is not confirmed until then).
+pub fn producer(config: &KafkaConfig) -> Result<FutureProducer, KafkaSetupError> {
+    let mut client = base_config(config);
+    client
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "0")
+        .set("queue.buffering.max.messages", "200000")
+        .set(
+            "compression.type",
+            config.client.get("compression.type").map_or("lz4", |s| s),
+        );
+    client.create().map_err(client_error(config))
+}
+
+/// The applier's consumer: offsets are stored and committed by hand, after
+/// the target database transaction committed.
+pub fn consumer(config: &KafkaConfig) -> Result<StreamConsumer, KafkaSetupError> {
+    let mut client = base_config(config);
+    client
+        .set("group.id", &config.consumer_group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("isolation.level", "read_committed");
+    client.create().map_err(client_error(config))
+}
+
+/// Creates the change topic if it does not exist (idempotent).
+pub async fn ensure_topic(config: &KafkaConfig) -> Result<(), KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> =
+        base_config(config).create().map_err(client_error(config))?;
+    let retention = config.retention_ms.to_string();
+    let topic = NewTopic::new(
+        &config.topic,
+        config.partitions,
+        TopicReplication::Fixed(config.replication_factor),
+    )
+    .set("cleanup.policy", &config.cleanup_policy)
+    .set("retention.ms", &retention);
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results =
+        admin
+            .create_topics([&topic], &options)
+            .await
+            .map_err(|e| KafkaSetupError::Topic {
+                topic: config.topic.clone(),
+                reason: e.to_string(),
+            })?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(KafkaSetupError::Topic {
+                    topic: name,
+                    reason: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! Prometheus metrics. Names live here, in one place; label values are
+//! database or tenant names and outcomes, never row values.
+
+use std::sync::OnceLock;
+
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+pub const EVENTS_PRODUCED: &str = "cdc_reader_events_produced_total";
+pub const CONFIRMED_LSN: &str = "cdc_reader_confirmed_lsn";
+pub const REPLICATION_LAG_BYTES: &str = "cdc_replication_lag_bytes";
+pub const SOURCE_UP: &str = "cdc_source_up";
+pub const EVENTS_APPLIED: &str = "cdc_applier_events_total";
+pub const END_TO_END_SECONDS: &str = "cdc_end_to_end_latency_seconds";
+
+/// Every metric of the process.
+pub struct Metrics {
+    pub registry: Registry,
+    /// Events handed to Kafka and acknowledged, by source database.
+    pub events_produced: IntCounterVec,
+    /// Last LSN confirmed to PostgreSQL, by slot.
+    pub confirmed_lsn: IntGaugeVec,
+    /// Bytes of WAL between the server's position and the confirmed LSN, by slot.
+    pub replication_lag_bytes: IntGaugeVec,
+    /// 1 while the reader of a database is streaming, by database.
+    pub source_up: IntGaugeVec,
+    /// Applied Kafka events by outcome (`applied`, `skipped`, `failed`).
+    pub events_applied: IntCounterVec,
+    /// Source commit to target commit.
+    pub end_to_end_seconds: Histogram,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let events_produced = counter(
+            EVENTS_PRODUCED,
+            "Change events acknowledged by Kafka",
+            &["database"],
+        );
+        let confirmed_lsn = gauge(CONFIRMED_LSN, "LSN confirmed to PostgreSQL", &["slot"]);
+        let replication_lag_bytes = gauge(
+            REPLICATION_LAG_BYTES,
+            "WAL bytes not yet confirmed",
+            &["slot"],
+        );
+        let source_up = gauge(
+            SOURCE_UP,
+            "1 while the database is streaming",
+            &["database"],
+        );
+        let events_applied = counter(
+            EVENTS_APPLIED,
+            "Kafka events handled by the applier",
+            &["outcome"],
+        );
+        let end_to_end_seconds = Histogram::with_opts(
+            HistogramOpts::new(END_TO_END_SECONDS, "Source commit to target commit").buckets(vec![
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(end_to_end_seconds.clone()))
+            .expect("unique metric");
+        Metrics {
+            registry,
+            events_produced,
+            confirmed_lsn,
+            replication_lag_bytes,
+            source_up,
+            events_applied,
+            end_to_end_seconds,
+        }
+    }
+
+    /// Text exposition for `/metrics`.
+    pub fn render(&self) -> String {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
+    }
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}

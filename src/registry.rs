@@ -1,0 +1,112 @@
+//! The tenant registry: which tenant databases exist, how to reach them, and
+//! the tenant's id and slug. Read from the landlord with the configured query.
+
+use std::collections::BTreeMap;
+
+use crate::config::{Config, Secret};
+use crate::envelope::TenantRef;
+use crate::postgres::{connect, DbError};
+
+/// One tenant as the registry lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: String,
+    pub slug: String,
+    pub database_name: String,
+    /// Every column the registry query returned, as text (for
+    /// `table.landlord_registry_columns`).
+    pub fields: BTreeMap<String, Option<String>>,
+}
+
+impl Tenant {
+    pub fn tenant_ref(&self) -> TenantRef {
+        TenantRef {
+            id: self.id.clone(),
+            slug: self.slug.clone(),
+        }
+    }
+
+    /// DSN of this tenant's database, from the connection template.
+    pub fn dsn(&self, template: &Secret) -> Secret {
+        Secret::new(
+            template
+                .expose()
+                .replace("{database_name}", &self.database_name),
+        )
+    }
+}
+
+/// Reads the registry. Every column is fetched as text so that the query may
+/// return ids of any type.
+pub async fn load_tenants(config: &Config) -> Result<Vec<Tenant>, DbError> {
+    let client = connect(&config.landlord.dsn, "landlord").await?;
+    let wrapped = format!(
+        "SELECT row_to_json(r)::text FROM ({}) r",
+        config.tenants.registry_query.trim().trim_end_matches(';')
+    );
+    let rows = client
+        .query(&wrapped, &[])
+        .await
+        .map_err(|e| DbError::query("landlord", "tenants.registry_query", e))?;
+    rows.iter()
+        .map(|row| parse_registry_row(row.get::<_, &str>(0)))
+        .collect()
+}
+
+fn parse_registry_row(json: &str) -> Result<Tenant, DbError> {
+    let object: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(json).map_err(|e| DbError::Registry(e.to_string()))?;
+    let fields: BTreeMap<String, Option<String>> = object
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::Null => None,
+                serde_json::Value::String(s) => Some(s),
+                other => Some(other.to_string()),
+            };
+            (k, text)
+        })
+        .collect();
+    let required = |name: &str| {
+        fields.get(name).cloned().flatten().ok_or_else(|| {
+            DbError::Registry(format!(
+                "the registry query must return a non-null `{name}` column (check tenants.registry_query)"
+            ))
+        })
+    };
+    Ok(Tenant {
+        id: required("id")?,
+        slug: required("slug")?,
+        database_name: required("database_name")?,
+        fields,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_ids_of_any_type_as_text() {
+        let t = parse_registry_row(
+            r#"{"id": 7, "slug": "acme", "database_name": "tenant_acme", "numeric_id": 1007}"#,
+        )
+        .unwrap();
+        assert_eq!(t.id, "7");
+        assert_eq!(t.fields["numeric_id"].as_deref(), Some("1007"));
+    }
+
+    #[test]
+    fn missing_required_column_names_it() {
+        let err = parse_registry_row(r#"{"id": 7, "slug": "acme"}"#).unwrap_err();
+        assert!(err.to_string().contains("database_name"), "{err}");
+    }
+
+    #[test]
+    fn dsn_fills_the_database_name() {
+        let t =
+            parse_registry_row(r#"{"id": "1", "slug": "a", "database_name": "tenant_a"}"#).unwrap();
+        let dsn = t.dsn(&Secret::new("host=h dbname={database_name} password=p"));
+        assert_eq!(dsn.expose(), "host=h dbname=tenant_a password=p");
+    }
+}
