@@ -15,8 +15,17 @@ if ! command -v cargo >/dev/null; then
 fi
 
 scripts/stack.sh down >/dev/null 2>&1 || true
-trap 'scripts/stack.sh down' EXIT
+trap 'scripts/stack.sh down >/dev/null 2>&1' EXIT
 scripts/stack.sh up
 
 export CDC_TEST_PG_PORT="$PG_PORT" CDC_TEST_KAFKA="127.0.0.1:$KAFKA_PORT"
-cargo test --locked "$@"
+log="$(mktemp)"
+set +e
+cargo test --locked "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line with the totals of every test binary (unit, integration, doc).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"
+exit "$status"

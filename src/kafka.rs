@@ -23,13 +23,30 @@ pub enum KafkaSetupError {
     Topic { topic: String, reason: String },
 }
 
-fn base_config(config: &KafkaConfig) -> ClientConfig {
+/// Client settings in three layers: our tunable defaults, then the user's
+/// `kafka.client` pass-through, then the settings correctness depends on,
+/// which the user cannot override.
+fn client_config(
+    config: &KafkaConfig,
+    defaults: &[(&str, &str)],
+    forced: &[(&str, &str)],
+) -> ClientConfig {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.brokers);
+    for (key, value) in defaults {
+        client.set(*key, *value);
+    }
     for (key, value) in &config.client {
         client.set(key, value);
     }
+    for (key, value) in forced {
+        client.set(*key, *value);
+    }
     client
+}
+
+fn base_config(config: &KafkaConfig) -> ClientConfig {
+    client_config(config, &[], &[])
 }
 
 fn client_error(config: &KafkaConfig) -> impl FnOnce(KafkaError) -> KafkaSetupError + '_ {
@@ -42,32 +59,40 @@ fn client_error(config: &KafkaConfig) -> impl FnOnce(KafkaError) -> KafkaSetupEr
 /// The reader's producer: idempotent, every write acknowledged by all
 /// in-sync replicas, retried forever (the LSN is not confirmed until then).
 pub fn producer(config: &KafkaConfig) -> Result<FutureProducer, KafkaSetupError> {
-    let mut client = base_config(config);
-    client
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "0")
-        .set("queue.buffering.max.messages", "200000")
-        .set(
-            "compression.type",
-            config.client.get("compression.type").map_or("lz4", |s| s),
-        );
-    client.create().map_err(client_error(config))
+    let defaults = [
+        ("linger.ms", "5"),
+        ("compression.type", "lz4"),
+        ("queue.buffering.max.messages", "200000"),
+    ];
+    // Retried forever: the LSN is not confirmed until Kafka has the event.
+    let forced = [
+        ("enable.idempotence", "true"),
+        ("acks", "all"),
+        ("message.timeout.ms", "0"),
+    ];
+    client_config(config, &defaults, &forced)
+        .create()
+        .map_err(client_error(config))
 }
 
 /// The applier's consumer: offsets are stored and committed by hand, after
 /// the target database transaction committed.
 pub fn consumer(config: &KafkaConfig) -> Result<StreamConsumer, KafkaSetupError> {
-    let mut client = base_config(config);
-    client
-        .set("group.id", &config.consumer_group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .set("isolation.level", "read_committed");
-    client.create().map_err(client_error(config))
+    // A crashed applier's partitions move to a new one after the session
+    // timeout; the broker default (45 s) would stall applying that long.
+    let defaults = [
+        ("session.timeout.ms", "10000"),
+        ("auto.offset.reset", "earliest"),
+    ];
+    let forced = [
+        ("group.id", config.consumer_group.as_str()),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("enable.partition.eof", "false"),
+    ];
+    client_config(config, &defaults, &forced)
+        .create()
+        .map_err(client_error(config))
 }
 
 /// Creates the change topic if it does not exist (idempotent).

@@ -4,6 +4,13 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A WAL position. Printed the way PostgreSQL prints it: `16/B374D848`.
+///
+/// ```
+/// use cdc_bridge::lsn::Lsn;
+/// let lsn: Lsn = "16/B374D848".parse().unwrap();
+/// assert_eq!(lsn, Lsn(0x16_B374_D848));
+/// assert_eq!(lsn.to_string(), "16/B374D848");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Lsn(pub u64);
 

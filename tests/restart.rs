@@ -33,6 +33,12 @@ async fn stopping_and_killing_the_bridge_during_writes_loses_no_write() {
         .await
         .unwrap();
     let mut bridge = env.start_bridge();
+    // Writes made before the slot exists are covered by the snapshot (latest
+    // value only); this test is about writes made while the bridge runs.
+    eventually("reader streaming", || async {
+        bridge.log_text().contains("streaming").then_some(())
+    })
+    .await;
 
     let writes = 600u32;
     let database = env.tenants[0].database.clone();
