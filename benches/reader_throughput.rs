@@ -162,6 +162,21 @@ async fn bridge_reader(config: &Config, db: &str, end: Lsn) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+/// Drops a slot, waiting for its walsender to exit (it lingers briefly after
+/// the client disconnects).
+async fn drop_slot(client: &Client, slot: &str) {
+    for _ in 0..100 {
+        match client
+            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+            .await
+        {
+            Ok(_) => return,
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    panic!("slot {slot} stayed active for 10 s");
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values[values.len() / 2]
@@ -225,10 +240,7 @@ async fn main() {
                 theirs.push(pg_recvlogical(&db, &twin_slot, end));
             }
             for slot in [&bridge_slot, &twin_slot] {
-                client
-                    .execute("SELECT pg_drop_replication_slot($1)", &[slot])
-                    .await
-                    .unwrap();
+                drop_slot(&client, slot).await;
             }
             client
                 .batch_execute("TRUNCATE tenant_brandings; TRUNCATE cdc_bridge.slot_state")

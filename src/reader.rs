@@ -393,6 +393,7 @@ impl SourceStream<'_> {
         }
         self.delivery.drain().await?;
         self.report(false).await?;
+        self.conn.close().await;
         info!(database = %self.source.database, confirmed = %self.delivery.confirmable(), "reader stopped cleanly");
         Ok(())
     }

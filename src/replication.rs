@@ -319,7 +319,7 @@ impl ReplicationConnection {
     }
 
     /// Ends the stream politely (CopyDone + Terminate).
-    pub async fn close(mut self) {
+    pub async fn close(&mut self) {
         frontend::copy_done(&mut self.write_buf);
         frontend::terminate(&mut self.write_buf);
         let _ = self.flush().await;

@@ -148,3 +148,24 @@ async fn two_tenants_written_concurrently_stay_separate() {
     );
     assert!(bridge.stop().success(), "{}", bridge.log_text());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_the_tenant_row_deletes_the_landlord_row() {
+    let env = TestEnv::new("delete", 1).await;
+    insert_branding(&env, 0, "#0d0d0d").await;
+    let mut bridge = env.start_bridge();
+    landlord_color_is(&env, 0, "#0d0d0d").await;
+    env.tenant(0)
+        .await
+        .execute("DELETE FROM tenant_brandings WHERE id = 1", &[])
+        .await
+        .unwrap();
+    eventually("landlord row deleted", || async {
+        env.landlord_row(0).await.is_none().then_some(())
+    })
+    .await;
+    // And a new row after the delete arrives again.
+    insert_branding(&env, 0, "#0e0e0e").await;
+    landlord_color_is(&env, 0, "#0e0e0e").await;
+    assert!(bridge.stop().success(), "{}", bridge.log_text());
+}
