@@ -13,7 +13,7 @@ use std::time::Instant;
 use cdc_bridge::config::{Config, Secret};
 use cdc_bridge::envelope::{Side, TenantRef};
 use cdc_bridge::lsn::Lsn;
-use cdc_bridge::reader::{drain_source_to, slot_name, SourceSpec};
+use cdc_bridge::reader::{drain_source_to, slot_name, RowOwner, SourceSpec};
 use cdc_bridge::{kafka, setup};
 use tokio_postgres::{Client, NoTls};
 
@@ -151,10 +151,10 @@ async fn bridge_reader(config: &Config, db: &str, end: Lsn) -> f64 {
         side: Side::Tenant,
         database: db.to_string(),
         dsn: Secret::new(dsn(db)),
-        tenant: TenantRef {
+        owner: RowOwner::Tenant(TenantRef {
             id: "1".into(),
             slug: "bench".into(),
-        },
+        }),
     };
     let producer = kafka::producer(&config.kafka).unwrap();
     let started = Instant::now();

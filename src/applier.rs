@@ -1,16 +1,18 @@
 //! The applier: consumes the change topic and writes each change to the
-//! opposite side (today: tenant changes to the tenant's landlord row).
+//! opposite side: a tenant change to that tenant's landlord row, a landlord
+//! change to that tenant's own database.
 //!
 //! ```text
-//!  Kafka ─► batch (≤ batch_size, ≤ batch_wait_ms) ─► BEGIN on the target
-//!        ─► per message: SAVEPOINT, upsert/delete, RELEASE (a message that
-//!           can never apply is rolled back alone, logged and counted)
-//!        ─► COMMIT ─► commit Kafka offsets (only now)
+//!  Kafka ─► batch (≤ batch_size, ≤ batch_wait_ms) ─► group by target database
+//!        ─► per target: BEGIN; apply marker (loop_guard); per message:
+//!           direction gate ─► SAVEPOINT ─► LWW upsert/delete ─► RELEASE; COMMIT
+//!        ─► commit Kafka offsets (only now)
 //! ```
-//! A crash between the database commit and the offset commit redelivers the
-//! batch; re-applying a change the target already has is harmless. Order
-//! per tenant holds because a tenant's messages share one partition and a
-//! partition's messages are applied in order.
+//! A crash between a database commit and the offset commit redelivers the
+//! batch; the conflict rule makes re-applying a change a no-op (`stale`).
+//! Order per tenant holds because a tenant's messages share one partition,
+//! a partition's messages are applied in order, and one tenant's changes
+//! all go to one target per direction.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -22,14 +24,21 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio_postgres::Client;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, TableConfig};
-use crate::envelope::{Envelope, Side};
+use crate::config::{Config, Secret, TableConfig};
+use crate::direction::{self, gate, Directions, Gate};
+use crate::envelope::{Envelope, Op, Side};
 use crate::kafka::{self, KafkaSetupError};
+use crate::loop_guard::APPLY_TRANSACTION_PREAMBLE;
 use crate::metrics::metrics;
 use crate::postgres::{connect, table_columns, DbError};
 use crate::registry::{load_tenants, Tenant};
+use crate::setup::side_table;
 use crate::shutdown::Shutdown;
-use crate::target::{LandlordRow, TargetError, TargetTable};
+use crate::target::{Change, ColumnText, Outcome, TargetError, TargetTable};
+
+/// Version given to a change that carries none (from a table without the
+/// bridge's columns): older than any real write.
+const NO_VERSION: &str = "1970-01-01 00:00:00+00";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplierError {
@@ -46,8 +55,17 @@ pub enum ApplierError {
     },
 }
 
+/// Which database a change is written to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum TargetDbKey {
+    Landlord,
+    /// A tenant database, by tenant id.
+    Tenant(String),
+}
+
 /// A connection to one target database and the tables known there.
 struct TargetDb {
+    label: String,
     client: Client,
     tables: HashMap<String, TargetTable>,
     last_used: Instant,
@@ -57,21 +75,24 @@ struct TargetDb {
 pub struct Applier {
     config: Arc<Config>,
     consumer: StreamConsumer,
-    landlord: Option<TargetDb>,
+    pool: HashMap<TargetDbKey, TargetDb>,
     tenants: HashMap<String, Tenant>,
-    registry_loaded: Option<Instant>,
+    directions: Directions,
+    refreshed: Option<Instant>,
 }
 
 impl Applier {
     pub fn new(config: Arc<Config>) -> Result<Self, ApplierError> {
         let consumer = kafka::consumer(&config.kafka)?;
         consumer.subscribe(&[config.kafka.topic.as_str()])?;
+        let directions = Directions::new(config.sync.default_direction, HashMap::new());
         Ok(Applier {
             config,
             consumer,
-            landlord: None,
+            pool: HashMap::new(),
             tenants: HashMap::new(),
-            registry_loaded: None,
+            directions,
+            refreshed: None,
         })
     }
 
@@ -92,8 +113,14 @@ impl Applier {
         Ok(())
     }
 
+    /// The next messages; empty when none came within the refresh interval
+    /// (so registry and direction changes are noticed on an idle topic).
     async fn next_batch(&self) -> Result<Vec<OwnedMessage>, ApplierError> {
-        let first = self.consumer.recv().await?.detach();
+        let idle = Duration::from_secs(self.config.tenants.rediscover_interval_secs);
+        let first = match tokio::time::timeout(idle, self.consumer.recv()).await {
+            Ok(message) => message?.detach(),
+            Err(_) => return Ok(Vec::new()),
+        };
         let mut batch = vec![first];
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(self.config.applier.batch_wait_ms);
@@ -119,7 +146,8 @@ impl Applier {
                 Ok(()) => break,
                 Err(error) => {
                     warn!(%error, retry_in = ?backoff, "applying a batch failed; retrying");
-                    self.landlord = None;
+                    self.pool.clear();
+                    self.refreshed = None;
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.wait() => return Ok(()),
@@ -132,6 +160,9 @@ impl Applier {
     }
 
     fn commit_offsets(&self, batch: &[OwnedMessage]) -> Result<(), ApplierError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
         let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for m in batch {
             let entry = next
@@ -144,94 +175,83 @@ impl Applier {
             list.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
         }
         if let Err(error) = self.consumer.commit(&list, CommitMode::Sync) {
-            // The batch is in the database; a lost offset commit only means
-            // redelivery after a rebalance, which is harmless.
+            // The batch is in the databases; a lost offset commit only means
+            // redelivery, which the conflict rule makes harmless.
             warn!(%error, "committing Kafka offsets failed; the batch may be redelivered");
         }
         Ok(())
     }
 
     async fn apply_batch(&mut self, batch: &[OwnedMessage]) -> Result<(), ApplierError> {
-        let envelopes: Vec<(usize, Envelope)> = batch
+        self.refresh_if_due(batch.is_empty()).await?;
+        let envelopes: Vec<Envelope> = batch.iter().filter_map(decode).collect();
+        if envelopes
             .iter()
-            .enumerate()
-            .filter_map(|(i, m)| decode(m).map(|e| (i, e)))
-            .collect();
-        let for_landlord: Vec<&Envelope> = envelopes
-            .iter()
-            .map(|(_, e)| e)
-            .filter(|e| e.origin.side == Side::Tenant)
-            .collect();
-        let skipped = envelopes.len() - for_landlord.len();
-        metrics()
-            .events_applied
-            .with_label_values(&["skipped"])
-            .inc_by(skipped as u64);
-        if for_landlord.is_empty() {
-            return Ok(());
+            .any(|e| !self.tenants.contains_key(&e.tenant.id))
+        {
+            self.refresh_if_due(true).await?;
         }
-        self.refresh_registry_if_needed(&for_landlord).await?;
-        self.apply_to_landlord(&for_landlord).await
-    }
-
-    async fn refresh_registry_if_needed(
-        &mut self,
-        envelopes: &[&Envelope],
-    ) -> Result<(), ApplierError> {
-        let stale = self.registry_loaded.is_none_or(|at| {
-            at.elapsed() > Duration::from_secs(self.config.tenants.rediscover_interval_secs)
-        });
-        let unknown = envelopes
-            .iter()
-            .any(|e| !self.tenants.contains_key(&e.tenant.id));
-        if stale || unknown {
-            self.tenants = load_tenants(&self.config)
-                .await?
-                .into_iter()
-                .map(|t| (t.id.clone(), t))
-                .collect();
-            self.registry_loaded = Some(Instant::now());
+        let mut groups: BTreeMap<TargetDbKey, Vec<&Envelope>> = BTreeMap::new();
+        for envelope in &envelopes {
+            match gate(
+                self.directions.of(&envelope.tenant.id),
+                envelope.origin.side,
+            ) {
+                Gate::Apply => groups
+                    .entry(target_of(envelope))
+                    .or_default()
+                    .push(envelope),
+                Gate::Paused => count("paused", 1),
+                Gate::DirectionOff => count("direction_off", 1),
+            }
         }
+        for (target, envelopes) in groups {
+            self.apply_group(target, &envelopes).await?;
+        }
+        self.close_idle_connections();
         Ok(())
     }
 
-    async fn landlord(&mut self) -> Result<&mut TargetDb, ApplierError> {
-        let idle = Duration::from_secs(self.config.applier.idle_connection_secs);
-        if self
-            .landlord
-            .as_ref()
-            .is_some_and(|db| db.client.is_closed() || db.last_used.elapsed() > idle)
-        {
-            self.landlord = None;
+    /// Re-reads registry and directions when the interval passed (or `force`).
+    async fn refresh_if_due(&mut self, force: bool) -> Result<(), ApplierError> {
+        let interval = Duration::from_secs(self.config.tenants.rediscover_interval_secs);
+        if !force && self.refreshed.is_some_and(|at| at.elapsed() < interval) {
+            return Ok(());
         }
-        if self.landlord.is_none() {
-            let client = connect(&self.config.landlord.dsn, "landlord").await?;
-            self.landlord = Some(TargetDb {
-                client,
-                tables: HashMap::new(),
-                last_used: Instant::now(),
-            });
+        self.tenants = load_tenants(&self.config)
+            .await?
+            .into_iter()
+            .map(|t| (t.id.clone(), t))
+            .collect();
+        let config = Arc::clone(&self.config);
+        let landlord = self.target_db(&TargetDbKey::Landlord).await?;
+        let directions = direction::load(&landlord.client, &config).await?;
+        if directions != self.directions {
+            info!("tenant directions changed");
+            self.directions = directions;
         }
-        let db = self.landlord.as_mut().expect("just set");
-        db.last_used = Instant::now();
-        Ok(db)
+        self.refreshed = Some(Instant::now());
+        Ok(())
     }
 
-    async fn apply_to_landlord(&mut self, envelopes: &[&Envelope]) -> Result<(), ApplierError> {
+    async fn apply_group(
+        &mut self,
+        target: TargetDbKey,
+        envelopes: &[&Envelope],
+    ) -> Result<(), ApplierError> {
+        let changes = match self.changes_for(&target, envelopes) {
+            Some(changes) => changes,
+            None => {
+                error!(target = ?target, "tenant is not in the registry; its landlord changes cannot be applied");
+                count("failed", envelopes.len() as u64);
+                return Ok(());
+            }
+        };
         let config = Arc::clone(&self.config);
-        let empty = BTreeMap::new();
-        let registries: Vec<BTreeMap<String, Option<String>>> = envelopes
-            .iter()
-            .map(|e| {
-                self.tenants
-                    .get(&e.tenant.id)
-                    .map(|t| t.fields.clone())
-                    .unwrap_or_else(|| empty.clone())
-            })
-            .collect();
-        let db = self.landlord().await?;
-        let target_err = |source| ApplierError::Target {
-            database: "landlord".into(),
+        let db = self.target_db(&target).await?;
+        let label = db.label.clone();
+        let target_err = |source: TargetError| ApplierError::Target {
+            database: label.clone(),
             source,
         };
         let tx = db
@@ -239,55 +259,217 @@ impl Applier {
             .transaction()
             .await
             .map_err(|e| target_err(e.into()))?;
-        let mut applied = 0u64;
-        let mut failed = 0u64;
-        for (envelope, registry) in envelopes.iter().zip(&registries) {
+        tx.batch_execute(APPLY_TRANSACTION_PREAMBLE)
+            .await
+            .map_err(|e| target_err(e.into()))?;
+        let mut outcomes: HashMap<&'static str, u64> = HashMap::new();
+        for (envelope, change) in envelopes.iter().zip(changes) {
             let Some(table) = config.table(&envelope.table) else {
                 warn!(table = %envelope.table, "message for a table that is not configured; skipped");
                 continue;
             };
-            let target = target_table(&mut db.tables, &tx, table).await?;
+            let target_table = target_table(
+                &mut db.tables,
+                &tx,
+                &config,
+                table,
+                side_of(&target),
+                &label,
+            )
+            .await?;
             tx.batch_execute("SAVEPOINT change")
                 .await
                 .map_err(|e| target_err(e.into()))?;
-            let row = LandlordRow {
-                table,
-                envelope,
-                registry,
-            };
-            match target.apply_landlord(&tx, &row).await {
-                Ok(()) => applied += 1,
+            let change = data_columns_only(change, target_table, &config, table);
+            let outcome = match target_table.apply(&tx, &change).await {
+                Ok(Outcome::Applied) => "applied",
+                Ok(Outcome::Stale) => "stale",
                 Err(e) if e.is_transient() => return Err(target_err(e)),
                 Err(e) => {
-                    failed += 1;
-                    error!(tenant = %envelope.tenant.id, table = %envelope.table, error = %e, "change cannot be applied; skipped");
+                    error!(tenant = %envelope.tenant.id, table = %envelope.table, database = %label, error = %e, "change cannot be applied; skipped");
                     tx.batch_execute("ROLLBACK TO SAVEPOINT change")
                         .await
                         .map_err(|e| target_err(e.into()))?;
+                    *outcomes.entry("failed").or_default() += 1;
                     continue;
                 }
-            }
+            };
+            *outcomes.entry(outcome).or_default() += 1;
             tx.batch_execute("RELEASE SAVEPOINT change")
                 .await
                 .map_err(|e| target_err(e.into()))?;
         }
         tx.commit().await.map_err(|e| target_err(e.into()))?;
-        record_applied(envelopes, applied, failed);
+        for (outcome, n) in outcomes {
+            count(outcome, n);
+        }
+        observe_latency(envelopes);
         Ok(())
+    }
+
+    /// Translates envelopes into the target's key and columns; `None` when
+    /// the target tenant is unknown.
+    fn changes_for(&self, target: &TargetDbKey, envelopes: &[&Envelope]) -> Option<Vec<Change>> {
+        envelopes
+            .iter()
+            .map(|e| {
+                let table = self.config.table(&e.table);
+                let key = match (target, table) {
+                    (_, None) => Vec::new(),
+                    (TargetDbKey::Landlord, Some(t)) => self.landlord_key(e, t)?,
+                    (TargetDbKey::Tenant(_), Some(t)) => {
+                        self.tenants.get(&e.tenant.id)?;
+                        t.tenant_row_key
+                            .iter()
+                            .cloned()
+                            .zip(t.tenant_row_key_value.iter().cloned().map(Some))
+                            .collect()
+                    }
+                };
+                Some(change_from(e, key))
+            })
+            .collect()
+    }
+
+    /// Landlord key and registry-filled columns (the latter set on upsert).
+    fn landlord_key(&self, envelope: &Envelope, table: &TableConfig) -> Option<Vec<ColumnText>> {
+        let mut key = vec![(
+            table.landlord_tenant_key.clone(),
+            Some(envelope.tenant.id.clone()),
+        )];
+        let fields = self.tenants.get(&envelope.tenant.id).map(|t| &t.fields);
+        for (column, field) in &table.landlord_registry_columns {
+            let value = match (fields.and_then(|f| f.get(field)), field.as_str()) {
+                (Some(value), _) => value.clone(),
+                (None, "id") => Some(envelope.tenant.id.clone()),
+                (None, "slug") => Some(envelope.tenant.slug.clone()),
+                (None, _) => return None,
+            };
+            key.push((column.clone(), value));
+        }
+        Some(key)
+    }
+
+    async fn target_db(&mut self, key: &TargetDbKey) -> Result<&mut TargetDb, ApplierError> {
+        if self.pool.get(key).is_some_and(|db| db.client.is_closed()) {
+            self.pool.remove(key);
+        }
+        if !self.pool.contains_key(key) {
+            let (label, dsn) = self.dsn_of(key)?;
+            let client = connect(&dsn, &label).await?;
+            let db = TargetDb {
+                label,
+                client,
+                tables: HashMap::new(),
+                last_used: Instant::now(),
+            };
+            self.pool.insert(key.clone(), db);
+        }
+        let db = self.pool.get_mut(key).expect("just inserted");
+        db.last_used = Instant::now();
+        Ok(db)
+    }
+
+    fn dsn_of(&self, key: &TargetDbKey) -> Result<(String, Secret), ApplierError> {
+        match key {
+            TargetDbKey::Landlord => Ok(("landlord".to_string(), self.config.landlord.dsn.clone())),
+            TargetDbKey::Tenant(id) => {
+                let tenant = self.tenants.get(id).ok_or_else(|| {
+                    DbError::Registry(format!("tenant {id} is not in the registry"))
+                })?;
+                Ok((
+                    tenant.database_name.clone(),
+                    tenant.dsn(&self.config.tenants.connection_template),
+                ))
+            }
+        }
+    }
+
+    fn close_idle_connections(&mut self) {
+        let idle = Duration::from_secs(self.config.applier.idle_connection_secs);
+        self.pool
+            .retain(|key, db| *key == TargetDbKey::Landlord || db.last_used.elapsed() < idle);
+    }
+}
+
+/// The change's key plus its data columns (all of them; the target's
+/// columns filter them later).
+fn change_from(envelope: &Envelope, key: Vec<ColumnText>) -> Change {
+    let columns = envelope
+        .columns
+        .iter()
+        .filter(|(_, value)| !value.unchanged)
+        .map(|(name, value)| (name.clone(), value.value.clone()))
+        .collect();
+    Change {
+        key,
+        columns,
+        version: envelope
+            .version
+            .clone()
+            .unwrap_or_else(|| NO_VERSION.to_string()),
+        side: envelope.origin.side.as_str().to_string(),
+        is_delete: envelope.op == Op::Delete,
+    }
+}
+
+/// Keeps the columns the target has and that carry data. The registry
+/// columns of a landlord key move from the key to the columns here.
+fn data_columns_only(
+    mut change: Change,
+    table: &TargetTable,
+    config: &Config,
+    table_config: &TableConfig,
+) -> Change {
+    let registry: Vec<ColumnText> = change
+        .key
+        .iter()
+        .filter(|(c, _)| table_config.landlord_registry_columns.contains_key(c))
+        .cloned()
+        .collect();
+    change
+        .key
+        .retain(|(c, _)| !table_config.landlord_registry_columns.contains_key(c));
+    change
+        .columns
+        .retain(|(c, _)| config.is_data_column(table_config, c) && table.has_column(c));
+    if !change.is_delete {
+        change.columns.extend(registry);
+    }
+    change
+}
+
+fn target_of(envelope: &Envelope) -> TargetDbKey {
+    match envelope.origin.side {
+        Side::Tenant => TargetDbKey::Landlord,
+        Side::Landlord => TargetDbKey::Tenant(envelope.tenant.id.clone()),
+    }
+}
+
+fn side_of(target: &TargetDbKey) -> Side {
+    match target {
+        TargetDbKey::Landlord => Side::Landlord,
+        TargetDbKey::Tenant(_) => Side::Tenant,
     }
 }
 
 async fn target_table<'t>(
     tables: &'t mut HashMap<String, TargetTable>,
     client: &impl tokio_postgres::GenericClient,
+    config: &Config,
     table: &TableConfig,
+    side: Side,
+    database: &str,
 ) -> Result<&'t mut TargetTable, ApplierError> {
-    let name = table.landlord_table();
-    if !tables.contains_key(name) {
-        let columns = table_columns(client.client(), "landlord", name).await?;
-        tables.insert(name.to_string(), TargetTable::new(name, columns));
+    if !tables.contains_key(&table.name) {
+        let name = side_table(side, table);
+        let columns = table_columns(client.client(), database, name).await?;
+        tables.insert(
+            table.name.clone(),
+            TargetTable::new(config, &table.name, name, columns),
+        );
     }
-    Ok(tables.get_mut(name).expect("just inserted"))
+    Ok(tables.get_mut(&table.name).expect("just inserted"))
 }
 
 fn decode(message: &OwnedMessage) -> Option<Envelope> {
@@ -295,24 +477,21 @@ fn decode(message: &OwnedMessage) -> Option<Envelope> {
     match Envelope::from_json(payload) {
         Ok(envelope) => Some(envelope),
         Err(error) => {
-            metrics()
-                .events_applied
-                .with_label_values(&["failed"])
-                .inc();
+            count("failed", 1);
             error!(partition = message.partition(), offset = message.offset(), %error, "undecodable message skipped");
             None
         }
     }
 }
 
-fn record_applied(envelopes: &[&Envelope], applied: u64, failed: u64) {
-    let m = metrics();
-    m.events_applied
-        .with_label_values(&["applied"])
-        .inc_by(applied);
-    m.events_applied
-        .with_label_values(&["failed"])
-        .inc_by(failed);
+fn count(outcome: &str, n: u64) {
+    metrics()
+        .events_applied
+        .with_label_values(&[outcome])
+        .inc_by(n);
+}
+
+fn observe_latency(envelopes: &[&Envelope]) {
     let now = SystemTime::now();
     for envelope in envelopes {
         let committed = envelope
@@ -321,7 +500,7 @@ fn record_applied(envelopes: &[&Envelope], applied: u64, failed: u64) {
             .as_deref()
             .and_then(|ts| humantime::parse_rfc3339(ts).ok());
         if let Some(latency) = committed.and_then(|c| now.duration_since(c).ok()) {
-            m.end_to_end_seconds.observe(latency.as_secs_f64());
+            metrics().end_to_end_seconds.observe(latency.as_secs_f64());
         }
     }
 }

@@ -13,8 +13,8 @@ use crate::applier::Applier;
 use crate::config::Config;
 use crate::envelope::Side;
 use crate::kafka;
-use crate::reader::{supervise, SourceSpec};
-use crate::registry::{load_tenants, Tenant};
+use crate::reader::{supervise, RowOwner, SourceSpec};
+use crate::registry::{load_tenants, Tenant, TenantDirectory};
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 
 /// Which parts of the bridge this process runs.
@@ -59,14 +59,34 @@ pub async fn run(config: Arc<Config>, role: Role, trigger: ShutdownTrigger) -> a
     first_error.map_or(Ok(()), Err)
 }
 
-/// The reader role: keeps one supervised task per registered tenant.
+/// Running reader tasks by tenant id.
+type Readers = HashMap<String, (Tenant, ShutdownTrigger, JoinHandle<()>)>;
+
+/// The reader role: the landlord's reader plus one supervised task per
+/// registered tenant, reconciled with the registry on every poll.
 async fn run_readers(config: Arc<Config>, mut shutdown: Shutdown) -> anyhow::Result<()> {
     let producer = kafka::producer(&config.kafka)?;
-    let mut running: HashMap<String, (Tenant, ShutdownTrigger, JoinHandle<()>)> = HashMap::new();
+    let directory = TenantDirectory::default();
+    let mut running: Readers = HashMap::new();
+    let mut landlord: Option<JoinHandle<()>> = None;
     let interval = Duration::from_secs(config.tenants.rediscover_interval_secs);
     loop {
         match load_tenants(&config).await {
-            Ok(tenants) => reconcile(&config, &producer, &mut running, tenants, &shutdown).await,
+            Ok(tenants) => {
+                directory.replace(&tenants);
+                // The landlord reader maps rows to tenants, so it starts
+                // once the directory has been filled.
+                if landlord.is_none() {
+                    let spec = landlord_spec(&config, &directory)?;
+                    landlord = Some(tokio::spawn(supervise(
+                        spec,
+                        Arc::clone(&config),
+                        producer.clone(),
+                        shutdown.clone(),
+                    )));
+                }
+                reconcile(&config, &producer, &mut running, tenants, &shutdown).await;
+            }
             Err(error) => {
                 warn!(%error, "cannot read the tenant registry; keeping the current tenants")
             }
@@ -80,14 +100,37 @@ async fn run_readers(config: Arc<Config>, mut shutdown: Shutdown) -> anyhow::Res
         trigger.trigger();
         let _ = handle.await;
     }
+    if let Some(handle) = landlord {
+        let _ = handle.await;
+    }
     Ok(())
+}
+
+fn landlord_spec(config: &Config, directory: &TenantDirectory) -> anyhow::Result<SourceSpec> {
+    let parsed: tokio_postgres::Config = config
+        .landlord
+        .dsn
+        .expose()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("landlord.dsn is not a valid DSN: {e}"))?;
+    let database = parsed
+        .get_dbname()
+        .or(parsed.get_user())
+        .unwrap_or("landlord")
+        .to_string();
+    Ok(SourceSpec {
+        side: Side::Landlord,
+        database,
+        dsn: config.landlord.dsn.clone(),
+        owner: RowOwner::Landlord(directory.clone()),
+    })
 }
 
 /// Starts readers for new tenants and stops those no longer listed.
 async fn reconcile(
     config: &Arc<Config>,
     producer: &rdkafka::producer::FutureProducer,
-    running: &mut HashMap<String, (Tenant, ShutdownTrigger, JoinHandle<()>)>,
+    running: &mut Readers,
     tenants: Vec<Tenant>,
     parent: &Shutdown,
 ) {
@@ -113,7 +156,7 @@ async fn reconcile(
             side: Side::Tenant,
             database: tenant.database_name.clone(),
             dsn: tenant.dsn(&config.tenants.connection_template),
-            tenant: tenant.tenant_ref(),
+            owner: RowOwner::Tenant(tenant.tenant_ref()),
         };
         let (trigger, shutdown) = crate::shutdown::channel();
         let handle = tokio::spawn(supervise(

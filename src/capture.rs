@@ -24,8 +24,12 @@ pub struct SourceTable {
     pub columns: Vec<(String, String)>,
     /// Row key columns on this side.
     pub key_columns: Vec<String>,
-    /// Columns never sent (configured exclusions).
+    /// Columns never sent as data (configured exclusions and the bridge's
+    /// source and version columns).
     pub excluded: Vec<String>,
+    /// The bridge-managed version column, whose value becomes the
+    /// envelope's `version`.
+    pub version_column: String,
 }
 
 /// Where the rows come from: fixed for one reader.
@@ -33,7 +37,6 @@ pub struct SourceTable {
 pub struct SourceContext {
     pub side: Side,
     pub database: String,
-    pub tenant: TenantRef,
 }
 
 /// The transaction a row belongs to (from its Begin message).
@@ -138,9 +141,19 @@ fn old_values(
     }
 }
 
+/// The text of one column of a row, e.g. the landlord's tenant key.
+pub fn column_text(table: &SourceTable, tuple: &TupleData, column: &str) -> Option<String> {
+    let index = table.columns.iter().position(|(name, _)| name == column)?;
+    match tuple.0.get(index)? {
+        TupleValue::Text(bytes) => String::from_utf8(bytes.to_vec()).ok(),
+        _ => None,
+    }
+}
+
 /// Builds the envelope for an insert/update (`new` given) or a delete.
 pub fn row_envelope(
     source: &SourceContext,
+    tenant: &TenantRef,
     table: &SourceTable,
     txn: &TxnInfo,
     op: Op,
@@ -158,9 +171,13 @@ pub fn row_envelope(
     };
     let mut key = BTreeMap::new();
     let mut columns = BTreeMap::new();
+    let mut version = None;
     for ((name, type_name), value) in table.columns.iter().zip(values) {
         if table.key_columns.contains(name) {
             key.insert(name.clone(), value.clone().unwrap_or(None));
+        }
+        if *name == table.version_column {
+            version = value.clone().unwrap_or(None);
         }
         if op == Op::Delete || table.excluded.contains(name) {
             continue;
@@ -175,18 +192,74 @@ pub fn row_envelope(
         v: ENVELOPE_VERSION,
         op,
         table: table.name.clone(),
-        tenant: source.tenant.clone(),
-        origin: Origin {
-            side: source.side,
-            database: source.database.clone(),
-            lsn: txn.commit_lsn.to_string(),
-            commit_ts: txn.commit_timestamp_micros.map(format_unix_micros),
-            xid: txn.xid,
-        },
-        version: None,
+        tenant: tenant.clone(),
+        origin: origin(source, txn),
+        version,
         key,
         columns,
     })
+}
+
+fn origin(source: &SourceContext, txn: &TxnInfo) -> Origin {
+    Origin {
+        side: source.side,
+        database: source.database.clone(),
+        lsn: txn.commit_lsn.to_string(),
+        commit_ts: txn.commit_timestamp_micros.map(format_unix_micros),
+        xid: txn.xid,
+    }
+}
+
+/// A delete, as recorded in the source's tombstones table by the bridge's
+/// trigger: the key of the deleted row and the delete's version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    /// Logical table name.
+    pub table: String,
+    pub key: BTreeMap<String, Option<String>>,
+    pub version: String,
+    pub side: String,
+}
+
+/// The columns of `cdc_bridge.tombstones`, in order.
+const TOMBSTONE_COLUMNS: [&str; 4] = ["table_name", "row_key", "version", "source"];
+
+/// Reads a tombstones row (insert or update) of the stream.
+pub fn parse_tombstone(column_names: &[String], tuple: &TupleData) -> Option<Tombstone> {
+    let text = |wanted: &str| {
+        let index = column_names.iter().position(|c| c == wanted)?;
+        match tuple.0.get(index)? {
+            TupleValue::Text(bytes) => String::from_utf8(bytes.to_vec()).ok(),
+            _ => None,
+        }
+    };
+    let [table, row_key, version, side] = TOMBSTONE_COLUMNS.map(text);
+    let key: BTreeMap<String, Option<String>> = serde_json::from_str(&row_key?).ok()?;
+    Some(Tombstone {
+        table: table?,
+        key,
+        version: version?,
+        side: side?,
+    })
+}
+
+/// The envelope of a delete, built from its tombstone.
+pub fn delete_envelope(
+    source: &SourceContext,
+    tenant: &TenantRef,
+    tombstone: Tombstone,
+    txn: &TxnInfo,
+) -> Envelope {
+    Envelope {
+        v: ENVELOPE_VERSION,
+        op: Op::Delete,
+        table: tombstone.table,
+        tenant: tenant.clone(),
+        origin: origin(source, txn),
+        version: Some(tombstone.version),
+        key: tombstone.key,
+        columns: BTreeMap::new(),
+    }
 }
 
 #[cfg(test)]
@@ -205,6 +278,14 @@ mod tests {
             ],
             key_columns: vec!["id".into()],
             excluded: vec!["secret_note".into()],
+            version_column: "cdc_version".into(),
+        }
+    }
+
+    fn tenant() -> TenantRef {
+        TenantRef {
+            id: "1".into(),
+            slug: "a".into(),
         }
     }
 
@@ -212,10 +293,6 @@ mod tests {
         SourceContext {
             side: Side::Tenant,
             database: "tenant_a".into(),
-            tenant: TenantRef {
-                id: "1".into(),
-                slug: "a".into(),
-            },
         }
     }
 
@@ -230,7 +307,16 @@ mod tests {
     #[test]
     fn insert_carries_key_and_columns_but_not_excluded_ones() {
         let new = TupleData(vec![text("1"), text("#fff"), TupleValue::Null, text("x")]);
-        let env = row_envelope(&source(), &table(), &txn(), Op::Upsert, Some(&new), None).unwrap();
+        let env = row_envelope(
+            &source(),
+            &tenant(),
+            &table(),
+            &txn(),
+            Op::Upsert,
+            Some(&new),
+            None,
+        )
+        .unwrap();
         assert_eq!(env.key["id"].as_deref(), Some("1"));
         assert_eq!(env.columns["primary_color"].value.as_deref(), Some("#fff"));
         assert_eq!(env.columns["custom_css"], ColumnValue::text("text", None));
@@ -258,6 +344,7 @@ mod tests {
         ]);
         let env = row_envelope(
             &source(),
+            &tenant(),
             &table(),
             &txn(),
             Op::Upsert,
@@ -277,7 +364,16 @@ mod tests {
             TupleValue::UnchangedToast,
             TupleValue::Null,
         ]);
-        let env = row_envelope(&source(), &table(), &txn(), Op::Upsert, Some(&new), None).unwrap();
+        let env = row_envelope(
+            &source(),
+            &tenant(),
+            &table(),
+            &txn(),
+            Op::Upsert,
+            Some(&new),
+            None,
+        )
+        .unwrap();
         assert_eq!(env.columns["custom_css"], ColumnValue::unchanged("text"));
     }
 
@@ -289,16 +385,85 @@ mod tests {
             TupleValue::Null,
             TupleValue::Null,
         ]));
-        let env = row_envelope(&source(), &table(), &txn(), Op::Delete, None, Some(&old)).unwrap();
+        let env = row_envelope(
+            &source(),
+            &tenant(),
+            &table(),
+            &txn(),
+            Op::Delete,
+            None,
+            Some(&old),
+        )
+        .unwrap();
         assert_eq!(env.key["id"].as_deref(), Some("1"));
         assert!(env.columns.is_empty());
     }
 
     #[test]
+    fn version_column_becomes_the_envelope_version_not_a_data_column() {
+        let mut t = table();
+        t.columns
+            .push(("cdc_version".into(), "timestamp with time zone".into()));
+        t.excluded.push("cdc_version".into());
+        let new = TupleData(vec![
+            text("1"),
+            text("#fff"),
+            TupleValue::Null,
+            TupleValue::Null,
+            text("2026-01-01 00:00:00+00"),
+        ]);
+        let env = row_envelope(
+            &source(),
+            &tenant(),
+            &t,
+            &txn(),
+            Op::Upsert,
+            Some(&new),
+            None,
+        )
+        .unwrap();
+        assert_eq!(env.version.as_deref(), Some("2026-01-01 00:00:00+00"));
+        assert!(!env.columns.contains_key("cdc_version"));
+        assert_eq!(
+            column_text(&t, &new, "primary_color").as_deref(),
+            Some("#fff")
+        );
+    }
+
+    #[test]
+    fn a_tombstone_row_becomes_a_delete_with_its_version() {
+        let names: Vec<String> = ["table_name", "row_key", "version", "source", "deleted_at"]
+            .map(String::from)
+            .to_vec();
+        let row = TupleData(vec![
+            text("tenant_brandings"),
+            text(r#"{"id": "1"}"#),
+            text("2026-01-01 00:00:00.5+00"),
+            text("tenant"),
+            text("2026-01-01 00:00:00.5+00"),
+        ]);
+        let tombstone = parse_tombstone(&names, &row).unwrap();
+        assert_eq!(tombstone.key["id"].as_deref(), Some("1"));
+        let env = delete_envelope(&source(), &tenant(), tombstone, &txn());
+        assert_eq!(env.op, Op::Delete);
+        assert_eq!(env.version.as_deref(), Some("2026-01-01 00:00:00.5+00"));
+        assert!(env.columns.is_empty());
+        assert!(parse_tombstone(&names, &TupleData(vec![text("x")])).is_none());
+    }
+
+    #[test]
     fn a_row_that_does_not_match_the_relation_is_an_error() {
         let new = TupleData(vec![text("1")]);
-        let err =
-            row_envelope(&source(), &table(), &txn(), Op::Upsert, Some(&new), None).unwrap_err();
+        let err = row_envelope(
+            &source(),
+            &tenant(),
+            &table(),
+            &txn(),
+            Op::Upsert,
+            Some(&new),
+            None,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("4 columns"), "{err}");
     }
 }

@@ -77,6 +77,8 @@ pub struct Config {
     #[serde(default)]
     pub replication: ReplicationConfig,
     #[serde(default)]
+    pub sync: SyncConfig,
+    #[serde(default)]
     pub applier: ApplierConfig,
     #[serde(default)]
     pub http: HttpConfig,
@@ -131,6 +133,10 @@ pub struct TableConfig {
     /// Row key columns on the tenant side.
     #[serde(default = "default_tenant_row_key")]
     pub tenant_row_key: Vec<String>,
+    /// Values of `tenant_row_key` for the tenant's row when a landlord change
+    /// is applied to a tenant database (single-row tables).
+    #[serde(default = "default_tenant_row_key_value")]
+    pub tenant_row_key_value: Vec<String>,
     /// Landlord column holding the tenant's stable id (the upsert key).
     #[serde(default = "default_landlord_tenant_key")]
     pub landlord_tenant_key: String,
@@ -144,6 +150,10 @@ pub struct TableConfig {
 
 fn default_tenant_row_key() -> Vec<String> {
     vec!["id".to_string()]
+}
+
+fn default_tenant_row_key_value() -> Vec<String> {
+    vec!["1".to_string()]
 }
 
 fn default_landlord_tenant_key() -> String {
@@ -313,6 +323,86 @@ impl Default for HttpConfig {
     }
 }
 
+/// Which way changes of a tenant flow. Cutover and rollback are done by
+/// changing it (globally or per tenant) while the bridge runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Both ways (the default during a migration).
+    Both,
+    /// Only tenant changes are applied (to the landlord).
+    ToLandlord,
+    /// Only landlord changes are applied (to the tenant).
+    ToTenant,
+    /// Nothing is applied; on resume both sides are reconciled.
+    Paused,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Both => "both",
+            Direction::ToLandlord => "to_landlord",
+            Direction::ToTenant => "to_tenant",
+            Direction::Paused => "paused",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Direction> {
+        [
+            Direction::Both,
+            Direction::ToLandlord,
+            Direction::ToTenant,
+            Direction::Paused,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == text)
+    }
+}
+
+/// Loop prevention and conflict resolution settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Bridge-managed column: which side wrote the current row version
+    /// (`landlord` or `tenant`).
+    #[serde(default = "default_source_column")]
+    pub source_column: String,
+    /// Bridge-managed column: the row's version timestamp (monotonic per row).
+    #[serde(default = "default_version_column")]
+    pub version_column: String,
+    /// Tombstones of deleted rows are kept this many days, then removed.
+    #[serde(default = "default_tombstone_retention_days")]
+    pub tombstone_retention_days: u32,
+    /// Direction of tenants without an override (`cdc-bridge direction`).
+    #[serde(default = "default_direction")]
+    pub default_direction: Direction,
+}
+
+fn default_source_column() -> String {
+    "cdc_source".to_string()
+}
+fn default_version_column() -> String {
+    "cdc_version".to_string()
+}
+fn default_tombstone_retention_days() -> u32 {
+    30
+}
+fn default_direction() -> Direction {
+    Direction::Both
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            source_column: default_source_column(),
+            version_column: default_version_column(),
+            tombstone_retention_days: default_tombstone_retention_days(),
+            default_direction: default_direction(),
+        }
+    }
+}
+
 /// A configuration problem, naming the key and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -398,6 +488,15 @@ impl Config {
         self.validate_kafka()?;
         validate_identifier("replication.slot_prefix", &self.replication.slot_prefix, 40)?;
         validate_identifier("replication.publication", &self.replication.publication, 63)?;
+        if self.sync.source_column == self.sync.version_column
+            || self.sync.source_column.is_empty()
+            || self.sync.version_column.is_empty()
+        {
+            return Err(invalid(
+                "sync.source_column",
+                "and sync.version_column must be two different non-empty names",
+            ));
+        }
         if self.applier.batch_size == 0 {
             return Err(invalid("applier.batch_size", "must be at least 1"));
         }
@@ -452,6 +551,14 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Whether a column carries row data that the applier copies: not a key,
+    /// registry-filled, excluded, or one of the bridge's own columns.
+    pub fn is_data_column(&self, table: &TableConfig, column: &str) -> bool {
+        !table.is_never_synced(column)
+            && column != self.sync.source_column
+            && column != self.sync.version_column
     }
 
     /// The table config by its logical name.

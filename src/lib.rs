@@ -20,11 +20,15 @@
 pub mod applier;
 pub mod bridge;
 pub mod capture;
+pub mod change_stream;
 pub mod config;
+pub mod conflict;
 pub mod delivery;
+pub mod direction;
 pub mod envelope;
 pub mod http;
 pub mod kafka;
+pub mod loop_guard;
 pub mod lsn;
 pub mod metrics;
 pub mod pgoutput;

@@ -16,25 +16,25 @@
 //! it after a backoff and it resumes from the slot, so nothing is lost and
 //! at worst a few events reach Kafka twice.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::producer::FutureProducer;
 use tokio_postgres::Client;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-use crate::capture::{row_envelope, CaptureError, SourceContext, SourceTable, TxnInfo};
+use crate::capture::{CaptureError, SourceContext, SourceTable};
+use crate::change_stream::ChangeStream;
 use crate::config::{Config, Secret, TableConfig};
-use crate::delivery::{Delivery, DeliveryError, MAX_IN_FLIGHT};
-use crate::envelope::{Op, Side, TenantRef};
+use crate::delivery::{Delivery, DeliveryError};
+use crate::envelope::{Side, TenantRef};
 use crate::lsn::Lsn;
 use crate::metrics::metrics;
-use crate::pgoutput::{DecodeError, LogicalMessage, OldTuple, Relation, TupleData};
-use crate::postgres::{connect, table_columns, type_name, DbError};
-use crate::progress::TxnSeq;
-use crate::replication::{ReplicationConnection, ReplicationError, StreamMessage};
-use crate::setup::install;
+use crate::pgoutput::DecodeError;
+use crate::postgres::{connect, table_columns, DbError};
+use crate::registry::TenantDirectory;
+use crate::replication::{ReplicationConnection, ReplicationError};
+use crate::setup::{install, side_key_columns, side_table};
 use crate::shutdown::Shutdown;
 use crate::snapshot::send_snapshot;
 
@@ -44,7 +44,16 @@ pub struct SourceSpec {
     pub side: Side,
     pub database: String,
     pub dsn: Secret,
-    pub tenant: TenantRef,
+    /// Who the rows belong to: one tenant for a tenant database; for the
+    /// landlord, each row's tenant key looked up in the directory.
+    pub owner: RowOwner,
+}
+
+/// How a source's rows map to tenants.
+#[derive(Debug, Clone)]
+pub enum RowOwner {
+    Tenant(TenantRef),
+    Landlord(TenantDirectory),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +78,7 @@ impl ReaderError {
         ReaderError::Db(DbError::query(database, what, source))
     }
 
-    fn replication(database: &str) -> impl FnOnce(ReplicationError) -> ReaderError + '_ {
+    pub(crate) fn replication(database: &str) -> impl FnOnce(ReplicationError) -> ReaderError + '_ {
         move |source| ReaderError::Replication {
             database: database.to_string(),
             source,
@@ -175,7 +184,6 @@ async fn stream_source(
     let source = SourceContext {
         side: spec.side,
         database: spec.database.clone(),
-        tenant: spec.tenant.clone(),
     };
     let start = match resume_position(&client, config, &slot, db).await? {
         Some(lsn) => lsn,
@@ -185,7 +193,7 @@ async fn stream_source(
                 &mut conn,
                 config,
                 &slot,
-                &source,
+                (&source, &spec.owner),
                 producer.clone(),
             )
             .await?
@@ -196,20 +204,18 @@ async fn stream_source(
         .map_err(ReaderError::replication(db))?;
     info!(database = db, %slot, %start, "streaming");
     metrics().source_up.with_label_values(&[db]).set(1);
-    let mut stream = SourceStream {
+    let delivery = Delivery::new(producer, config.kafka.topic.clone(), start);
+    let mut stream = ChangeStream::new(
         config,
         source,
+        spec.owner.clone(),
         slot,
         client,
         conn,
-        delivery: Delivery::new(producer, config.kafka.topic.clone(), start),
-        relations: HashMap::new(),
-        type_names: HashMap::new(),
-        current: None,
-        server_position: start,
-        last_reported: Lsn::ZERO,
-        stop_at,
-    };
+        delivery,
+        start,
+    );
+    stream.stop_at = stop_at;
     stream.run(shutdown).await
 }
 
@@ -259,7 +265,7 @@ async fn create_and_snapshot(
     conn: &mut ReplicationConnection,
     config: &Config,
     slot: &str,
-    source: &SourceContext,
+    (source, owner): (&SourceContext, &RowOwner),
     producer: FutureProducer,
 ) -> Result<Lsn, ReaderError> {
     let db = source.database.as_str();
@@ -283,6 +289,7 @@ async fn create_and_snapshot(
         let name = side_table(source.side, table).to_string();
         let columns = table_columns(client, db, &name).await?;
         let source_table = source_table(
+            config,
             source.side,
             table,
             columns.into_iter().map(|c| (c.name, c.type_name)).collect(),
@@ -298,7 +305,7 @@ async fn create_and_snapshot(
         client,
         &created.snapshot_name,
         created.consistent_point,
-        source,
+        (source, owner),
         &tables,
         &mut delivery,
     )
@@ -320,219 +327,32 @@ async fn create_and_snapshot(
     Ok(created.consistent_point)
 }
 
-fn side_table(side: Side, table: &TableConfig) -> &str {
-    match side {
-        Side::Tenant => table.tenant_table(),
-        Side::Landlord => table.landlord_table(),
-    }
-}
-
-fn source_table(side: Side, table: &TableConfig, columns: Vec<(String, String)>) -> SourceTable {
-    let key_columns = match side {
-        Side::Tenant => table.tenant_row_key.clone(),
-        Side::Landlord => vec![table.landlord_tenant_key.clone()],
-    };
+/// The stream's view of a synced table: data columns, key, version column.
+pub(crate) fn source_table(
+    config: &Config,
+    side: Side,
+    table: &TableConfig,
+    columns: Vec<(String, String)>,
+) -> SourceTable {
+    let mut excluded = table.exclude_columns.clone();
+    excluded.push(config.sync.source_column.clone());
+    excluded.push(config.sync.version_column.clone());
     SourceTable {
         name: table.name.clone(),
         columns,
-        key_columns,
-        excluded: table.exclude_columns.clone(),
+        key_columns: side_key_columns(side, table),
+        excluded,
+        version_column: config.sync.version_column.clone(),
     }
 }
 
-/// Whether a relation from the stream is the configured table name.
-fn relation_matches(relation: &Relation, configured: &str) -> bool {
-    match configured.split_once('.') {
-        Some((schema, name)) => relation.namespace == schema && relation.name == name,
-        None => relation.name == configured,
-    }
-}
-
-/// The streaming phase of one source.
-struct SourceStream<'a> {
-    config: &'a Config,
-    source: SourceContext,
-    slot: String,
-    /// Ordinary connection, for type names of new relations.
-    client: Client,
-    conn: ReplicationConnection,
-    delivery: Delivery,
-    /// Relation id to table (`None`: a published table we do not sync).
-    relations: HashMap<u32, Option<SourceTable>>,
-    type_names: HashMap<(u32, i32), String>,
-    /// The open transaction, between Begin and Commit.
-    current: Option<(TxnSeq, TxnInfo)>,
-    /// Latest WAL end the server told us about (for the lag metric).
-    server_position: Lsn,
-    last_reported: Lsn,
-    /// Stop once this position is confirmable (benchmark drains).
-    stop_at: Option<Lsn>,
-}
-
-impl SourceStream<'_> {
-    async fn run(&mut self, mut shutdown: Shutdown) -> Result<(), ReaderError> {
-        let interval = Duration::from_millis(self.config.replication.status_interval_ms);
-        let mut tick = tokio::time::interval(interval);
-        loop {
-            let may_read = self.delivery.in_flight() < MAX_IN_FLIGHT;
-            tokio::select! {
-                message = self.conn.next_message(), if may_read => {
-                    let message = message.map_err(ReaderError::replication(&self.source.database))?;
-                    self.on_message(message).await?;
-                }
-                acked = self.delivery.poll(), if self.delivery.in_flight() > 0 => acked?,
-                _ = tick.tick() => self.report(false).await?,
-                _ = shutdown.wait() => break,
-            }
-            if self
-                .stop_at
-                .is_some_and(|end| self.delivery.confirmable() >= end)
-            {
-                break;
-            }
-        }
-        self.delivery.drain().await?;
-        self.report(false).await?;
-        self.conn.close().await;
-        info!(database = %self.source.database, confirmed = %self.delivery.confirmable(), "reader stopped cleanly");
-        Ok(())
-    }
-
-    async fn on_message(&mut self, message: StreamMessage) -> Result<(), ReaderError> {
-        match message {
-            StreamMessage::XLogData { wal_end, data, .. } => {
-                self.server_position = self.server_position.max(wal_end);
-                self.on_logical(LogicalMessage::decode(data)?).await
-            }
-            StreamMessage::Keepalive {
-                wal_end,
-                reply_requested,
-            } => {
-                self.server_position = self.server_position.max(wal_end);
-                self.delivery.tracker().idle_advance(wal_end);
-                if reply_requested {
-                    self.report(true).await?;
-                }
-                Ok(())
-            }
-        }
-    }
-
-    async fn on_logical(&mut self, message: LogicalMessage) -> Result<(), ReaderError> {
-        match message {
-            LogicalMessage::Begin {
-                final_lsn,
-                commit_timestamp_micros,
-                xid,
-            } => {
-                let seq = self.delivery.tracker().begin();
-                self.current = Some((
-                    seq,
-                    TxnInfo::from_begin(final_lsn, commit_timestamp_micros, xid),
-                ));
-            }
-            LogicalMessage::Commit { end_lsn, .. } => {
-                if let Some((seq, _)) = self.current.take() {
-                    self.delivery.tracker().commit(seq, end_lsn);
-                }
-            }
-            LogicalMessage::Relation(relation) => self.on_relation(relation).await?,
-            LogicalMessage::Insert { relation_id, new } => {
-                self.on_row(relation_id, Op::Upsert, Some(new), None)
-                    .await?
-            }
-            LogicalMessage::Update {
-                relation_id,
-                old,
-                new,
-            } => self.on_row(relation_id, Op::Upsert, Some(new), old).await?,
-            LogicalMessage::Delete { relation_id, old } => {
-                self.on_row(relation_id, Op::Delete, None, Some(old))
-                    .await?
-            }
-            LogicalMessage::Truncate { .. } => {
-                warn!(database = %self.source.database, "TRUNCATE of a synced table is not replicated; delete rows instead");
-            }
-            other => {
-                debug!(database = %self.source.database, message = ?other, "ignored logical message")
-            }
-        }
-        let acked = self.delivery.take_acknowledged();
-        if acked > 0 {
-            metrics()
-                .events_produced
-                .with_label_values(&[self.source.database.as_str()])
-                .inc_by(acked);
-        }
-        Ok(())
-    }
-
-    async fn on_relation(&mut self, relation: Relation) -> Result<(), ReaderError> {
-        let side = self.source.side;
-        let Some(table) = self
-            .config
-            .tables
-            .iter()
-            .find(|t| relation_matches(&relation, side_table(side, t)))
-        else {
-            self.relations.insert(relation.id, None);
-            return Ok(());
-        };
-        let mut columns = Vec::with_capacity(relation.columns.len());
-        for column in &relation.columns {
-            let key = (column.type_oid, column.type_modifier);
-            if !self.type_names.contains_key(&key) {
-                let name = type_name(&self.client, &self.source.database, key.0, key.1).await?;
-                self.type_names.insert(key, name);
-            }
-            columns.push((column.name.clone(), self.type_names[&key].clone()));
-        }
-        self.relations
-            .insert(relation.id, Some(source_table(side, table, columns)));
-        Ok(())
-    }
-
-    async fn on_row(
-        &mut self,
-        relation_id: u32,
-        op: Op,
-        new: Option<TupleData>,
-        old: Option<OldTuple>,
-    ) -> Result<(), ReaderError> {
-        let (Some(Some(table)), Some((seq, txn))) =
-            (self.relations.get(&relation_id), self.current.as_ref())
-        else {
-            return Ok(());
-        };
-        let envelope = row_envelope(&self.source, table, txn, op, new.as_ref(), old.as_ref())?;
-        let seq = *seq;
-        self.delivery
-            .send(seq, envelope.kafka_key(), &envelope.to_json())
-            .await?;
-        Ok(())
-    }
-
-    /// Sends a standby status update when the confirmable position moved,
-    /// when the server asked, or as the periodic heartbeat.
-    async fn report(&mut self, reply_requested: bool) -> Result<(), ReaderError> {
-        let confirmed = self.delivery.confirmable();
-        self.conn
-            .send_status(confirmed, reply_requested)
-            .await
-            .map_err(ReaderError::replication(&self.source.database))?;
-        if confirmed != self.last_reported {
-            debug!(database = %self.source.database, %confirmed, "confirmed");
-            self.last_reported = confirmed;
-        }
-        let m = metrics();
-        m.confirmed_lsn
-            .with_label_values(&[self.slot.as_str()])
-            .set(confirmed.0 as i64);
-        let lag = self.server_position.0.saturating_sub(confirmed.0);
-        m.replication_lag_bytes
-            .with_label_values(&[self.slot.as_str()])
-            .set(lag as i64);
-        Ok(())
+/// The tenant a row belongs to, given the value of its tenant key column
+/// (ignored for tenant databases); `None` for a landlord row of a tenant the
+/// registry does not list (it cannot be routed, so it is skipped).
+pub(crate) fn row_tenant(owner: &RowOwner, tenant_id: Option<&str>) -> Option<TenantRef> {
+    match owner {
+        RowOwner::Tenant(tenant) => Some(tenant.clone()),
+        RowOwner::Landlord(directory) => directory.get(tenant_id?).map(|t| t.tenant_ref()),
     }
 }
 

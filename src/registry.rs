@@ -1,7 +1,8 @@
 //! The tenant registry: which tenant databases exist, how to reach them, and
 //! the tenant's id and slug. Read from the landlord with the configured query.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
 
 use crate::config::{Config, Secret};
 use crate::envelope::TenantRef;
@@ -33,6 +34,36 @@ impl Tenant {
                 .expose()
                 .replace("{database_name}", &self.database_name),
         )
+    }
+}
+
+/// The registered tenants by id, shared between the discovery loop (which
+/// refreshes it) and the landlord reader (which maps landlord rows to
+/// tenants).
+#[derive(Debug, Clone, Default)]
+pub struct TenantDirectory(Arc<RwLock<HashMap<String, Tenant>>>);
+
+impl TenantDirectory {
+    pub fn replace(&self, tenants: &[Tenant]) {
+        let map = tenants.iter().map(|t| (t.id.clone(), t.clone())).collect();
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = map;
+    }
+
+    pub fn get(&self, id: &str) -> Option<Tenant> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    pub fn all(&self) -> Vec<Tenant> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 }
 

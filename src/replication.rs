@@ -135,6 +135,8 @@ impl ReplicationConnection {
             ("replication", "database"),
             ("application_name", "cdc-bridge"),
             ("client_encoding", "UTF8"),
+            // Version timestamps then print in one zone everywhere.
+            ("TimeZone", "UTC"),
         ];
         frontend::startup_message(params.iter().copied(), &mut self.write_buf)?;
         self.flush().await?;

@@ -15,21 +15,26 @@ struct Migration {
     sql: &'static str,
 }
 
-const TENANT_MIGRATIONS: &[Migration] = &[
-    Migration {
-        name: "tenant/001_bridge_state.sql",
-        sql: include_str!("../migrations/tenant/001_bridge_state.sql"),
-    },
-    Migration {
-        name: "tenant/002_publish_table.sql",
-        sql: include_str!("../migrations/tenant/002_publish_table.sql"),
-    },
-];
+macro_rules! migration {
+    ($path:literal) => {
+        Migration {
+            name: $path,
+            sql: include_str!(concat!("../migrations/", $path)),
+        }
+    };
+}
 
-const LANDLORD_MIGRATIONS: &[Migration] = &[Migration {
-    name: "landlord/001_bridge_state.sql",
-    sql: include_str!("../migrations/landlord/001_bridge_state.sql"),
-}];
+/// Both sides get the common set; the landlord also keeps the directions.
+const COMMON: &[Migration] = &[
+    migration!("common/001_bridge_state.sql"),
+    migration!("common/002_publish_table.sql"),
+    migration!("common/003_sync_columns.sql"),
+];
+const LANDLORD_ONLY: &[Migration] = &[migration!("landlord/010_tenant_directions.sql")];
+const TEARDOWN: &[Migration] = &[
+    migration!("common/teardown.sql"),
+    migration!("common/teardown_database.sql"),
+];
 
 impl Migration {
     fn is_per_table(&self) -> bool {
@@ -37,57 +42,110 @@ impl Migration {
     }
 }
 
-fn migrations(side: Side) -> &'static [Migration] {
-    match side {
-        Side::Tenant => TENANT_MIGRATIONS,
-        Side::Landlord => LANDLORD_MIGRATIONS,
-    }
+fn migrations(side: Side) -> Vec<&'static Migration> {
+    let own: &[Migration] = match side {
+        Side::Tenant => &[],
+        Side::Landlord => LANDLORD_ONLY,
+    };
+    COMMON.iter().chain(own).collect()
 }
 
-fn table_name(side: Side, table: &TableConfig) -> &str {
+/// The table's name on one side.
+pub fn side_table(side: Side, table: &TableConfig) -> &str {
     match side {
         Side::Tenant => table.tenant_table(),
         Side::Landlord => table.landlord_table(),
     }
 }
 
-fn render(sql: &str, config: &Config, table: Option<&str>) -> String {
+/// The row key columns of a table on one side.
+pub fn side_key_columns(side: Side, table: &TableConfig) -> Vec<String> {
+    match side {
+        Side::Tenant => table.tenant_row_key.clone(),
+        Side::Landlord => vec![table.landlord_tenant_key.clone()],
+    }
+}
+
+/// `jsonb_build_object('id', NEW."id"::text, ...)`: the row key as the
+/// tombstones table stores it (text values, so both sides build it alike).
+fn row_key_expression(record: &str, columns: &[String]) -> String {
+    let pairs: Vec<String> = columns
+        .iter()
+        .map(|c| format!("{}, {record}.{}::text", quote_literal(c), quote_ident(c)))
+        .collect();
+    format!("jsonb_build_object({})", pairs.join(", "))
+}
+
+fn render(sql: &str, config: &Config, side: Side, table: Option<&TableConfig>) -> String {
     let replication = &config.replication;
+    let schema = quote_ident(&replication.bridge_schema);
     let mut out = sql
-        .replace("{{schema}}", &quote_ident(&replication.bridge_schema))
+        .replace(
+            "{{tombstones_literal}}",
+            &quote_literal(&format!("{schema}.tombstones")),
+        )
+        .replace("{{schema}}", &schema)
         .replace(
             "{{publication_literal}}",
             &quote_literal(&replication.publication),
         )
-        .replace("{{publication}}", &quote_ident(&replication.publication));
+        .replace("{{publication}}", &quote_ident(&replication.publication))
+        .replace(
+            "{{source_column}}",
+            &quote_ident(&config.sync.source_column),
+        )
+        .replace(
+            "{{version_column}}",
+            &quote_ident(&config.sync.version_column),
+        )
+        .replace("{{side_literal}}", &quote_literal(side.as_str()));
     if let Some(table) = table {
+        let name = side_table(side, table);
+        let keys = side_key_columns(side, table);
         out = out
-            .replace("{{table_literal}}", &quote_literal(&quote_qualified(table)))
-            .replace("{{table}}", &quote_qualified(table));
+            .replace("{{table_literal}}", &quote_literal(&quote_qualified(name)))
+            .replace("{{table}}", &quote_qualified(name))
+            .replace("{{logical_literal}}", &quote_literal(&table.name))
+            .replace(
+                "{{stamp_function}}",
+                &quote_ident(&format!("stamp_{}", table.name)),
+            )
+            .replace(
+                "{{tombstone_function}}",
+                &quote_ident(&format!("tombstone_{}", table.name)),
+            )
+            .replace("{{row_key_new}}", &row_key_expression("NEW", &keys))
+            .replace("{{row_key_old}}", &row_key_expression("OLD", &keys));
+    }
+    out
+}
+
+fn render_all(config: &Config, side: Side, files: &[&Migration]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for migration in files {
+        if migration.is_per_table() {
+            for table in &config.tables {
+                let header = format!("{} ({})", migration.name, side_table(side, table));
+                out.push((header, render(migration.sql, config, side, Some(table))));
+            }
+        } else {
+            out.push((
+                migration.name.to_string(),
+                render(migration.sql, config, side, None),
+            ));
+        }
     }
     out
 }
 
 /// Every statement `setup` runs on one side, with a header per file.
 pub fn render_side(config: &Config, side: Side) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for migration in migrations(side) {
-        if migration.is_per_table() {
-            for table in &config.tables {
-                let name = table_name(side, table);
-                out.push((
-                    format!("{} ({name})", migration.name),
-                    render(migration.sql, config, Some(name)),
-                ));
-            }
-        } else {
-            out.push((
-                migration.name.to_string(),
-                render(migration.sql, config, None),
-            ));
-        }
-    }
-    out
+    render_all(config, side, &migrations(side))
+}
+
+/// Every statement `teardown` runs on one side.
+pub fn render_teardown(config: &Config, side: Side) -> Vec<(String, String)> {
+    render_all(config, side, &TEARDOWN.iter().collect::<Vec<_>>())
 }
 
 /// Installs one side's migrations in one database, in one transaction.
@@ -97,6 +155,24 @@ pub async fn install(
     side: Side,
     database: &str,
 ) -> Result<(), DbError> {
+    run_in_transaction(client, database, render_side(config, side)).await
+}
+
+/// Removes what `install` created (bridge columns and their data included).
+pub async fn uninstall(
+    client: &mut Client,
+    config: &Config,
+    side: Side,
+    database: &str,
+) -> Result<(), DbError> {
+    run_in_transaction(client, database, render_teardown(config, side)).await
+}
+
+async fn run_in_transaction(
+    client: &mut Client,
+    database: &str,
+    statements: Vec<(String, String)>,
+) -> Result<(), DbError> {
     let tx = client
         .transaction()
         .await
@@ -105,7 +181,7 @@ pub async fn install(
     tx.batch_execute("SELECT pg_advisory_xact_lock(hashtext('cdc_bridge_setup'))")
         .await
         .map_err(|e| DbError::query(database, "setup lock", e))?;
-    for (name, sql) in render_side(config, side) {
+    for (name, sql) in statements {
         tx.batch_execute(&sql)
             .await
             .map_err(|e| DbError::query(database, &format!("migration {name}"), e))?;
@@ -142,14 +218,30 @@ mod tests {
         assert!(all.contains("ALTER TABLE \"Tenant Brandings\" REPLICA IDENTITY FULL"));
         assert!(all.contains("CREATE PUBLICATION \"cdc_bridge_pub\""));
         assert!(all.contains("'\"Tenant Brandings\"'::regclass"));
+        assert!(all.contains("jsonb_build_object('id', NEW.\"id\"::text)"));
+        assert!(all.contains("NEW.\"cdc_source\" := 'tenant'"));
+        assert!(all.contains("jsonb_build_object('id', NEW.\"id\"::text)"));
+        assert!(all.contains("NEW.\"cdc_source\" := 'tenant'"));
         assert!(!all.contains("{{"), "every placeholder is filled: {all}");
     }
 
     #[test]
     fn landlord_side_has_its_own_set() {
-        let rendered = render_side(&config(), Side::Landlord);
-        assert!(rendered
-            .iter()
-            .all(|(name, _)| name.starts_with("landlord/")));
+        let landlord: Vec<String> = render_side(&config(), Side::Landlord)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert!(
+            landlord.iter().any(|n| n.starts_with("landlord/")),
+            "{landlord:?}"
+        );
+        let tenant: Vec<String> = render_side(&config(), Side::Tenant)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert!(
+            !tenant.iter().any(|n| n.starts_with("landlord/")),
+            "{tenant:?}"
+        );
     }
 }

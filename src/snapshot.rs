@@ -15,20 +15,20 @@
 use futures::{pin_mut, TryStreamExt};
 use tokio_postgres::Client;
 
-use crate::capture::{row_envelope, SourceContext, SourceTable, TxnInfo};
+use crate::capture::{column_text, row_envelope, SourceContext, SourceTable, TxnInfo};
 use crate::delivery::Delivery;
 use crate::envelope::Op;
 use crate::lsn::Lsn;
 use crate::pgoutput::{TupleData, TupleValue};
 use crate::postgres::{quote_ident, quote_literal, quote_qualified};
-use crate::reader::ReaderError;
+use crate::reader::{row_tenant, ReaderError, RowOwner};
 
 /// Sends every existing row of `tables` (as `(table, source table name)`).
 pub async fn send_snapshot(
     client: &mut Client,
     snapshot_name: &str,
     consistent_point: Lsn,
-    source: &SourceContext,
+    (source, owner): (&SourceContext, &RowOwner),
     tables: &[(SourceTable, String)],
     delivery: &mut Delivery,
 ) -> Result<u64, ReaderError> {
@@ -41,7 +41,7 @@ pub async fn send_snapshot(
         .await
         .map_err(|e| ReaderError::sql(db, "begin snapshot transaction", e))?;
     tx.batch_execute(&format!(
-        "SET TRANSACTION SNAPSHOT {}",
+        "SET TRANSACTION SNAPSHOT {}; SET LOCAL TimeZone = 'UTC'",
         quote_literal(snapshot_name)
     ))
     .await
@@ -67,12 +67,19 @@ pub async fn send_snapshot(
                     None => TupleValue::Null,
                 })
                 .collect();
+            let tuple = TupleData(values);
+            let tenant_id = column_text(table, &tuple, &table.key_columns[0]);
+            let Some(tenant) = row_tenant(owner, tenant_id.as_deref()) else {
+                tracing::warn!(database = %source.database, tenant = ?tenant_id, "row of a tenant the registry does not list; skipped");
+                continue;
+            };
             let envelope = row_envelope(
                 source,
+                &tenant,
                 table,
                 &txn,
                 Op::Snapshot,
-                Some(&TupleData(values)),
+                Some(&tuple),
                 None,
             )?;
             delivery
