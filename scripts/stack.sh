@@ -207,6 +207,13 @@ down)
     rm -rf "$STACK_DIR"
     log "stopped and removed $STACK_DIR"
     ;;
+pg-up)
+    # A PostgreSQL cluster alone (tests use it for a second server).
+    ensure_packages
+    mkdir -p "$STACK_DIR"
+    pg_up
+    ;;
+pg-down) pg_down ;;
 stop-kafka) kafka_down ;;
 start-kafka) kafka_up ;;
 status)
@@ -215,7 +222,7 @@ status)
     kafka_running && echo "kafka: running on 127.0.0.1:$KAFKA_PORT" || echo "kafka: stopped"
     ;;
 *)
-    echo "usage: $0 up|down|status|stop-kafka|start-kafka" >&2
+    echo "usage: $0 up|down|status|pg-up|pg-down|stop-kafka|start-kafka" >&2
     exit 2
     ;;
 esac

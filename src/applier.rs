@@ -14,7 +14,7 @@
 //! a partition's messages are applied in order, and one tenant's changes
 //! all go to one target per direction.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -31,6 +31,7 @@ use crate::kafka::{self, KafkaSetupError};
 use crate::loop_guard::APPLY_TRANSACTION_PREAMBLE;
 use crate::metrics::metrics;
 use crate::postgres::{connect, table_columns, DbError};
+use crate::reconcile::current_state;
 use crate::registry::{load_tenants, Tenant};
 use crate::setup::side_table;
 use crate::shutdown::Shutdown;
@@ -79,6 +80,9 @@ pub struct Applier {
     tenants: HashMap<String, Tenant>,
     directions: Directions,
     refreshed: Option<Instant>,
+    /// Tenants whose two sides must be reconciled (resumed, direction
+    /// changed, or joined while running); retried until it succeeds.
+    pending_reconcile: BTreeSet<String>,
 }
 
 impl Applier {
@@ -93,6 +97,7 @@ impl Applier {
             tenants: HashMap::new(),
             directions,
             refreshed: None,
+            pending_reconcile: BTreeSet::new(),
         })
     }
 
@@ -212,13 +217,14 @@ impl Applier {
         Ok(())
     }
 
-    /// Re-reads registry and directions when the interval passed (or `force`).
+    /// Re-reads registry and directions when the interval passed (or
+    /// `force`), and reconciles the tenants that need it.
     async fn refresh_if_due(&mut self, force: bool) -> Result<(), ApplierError> {
         let interval = Duration::from_secs(self.config.tenants.rediscover_interval_secs);
         if !force && self.refreshed.is_some_and(|at| at.elapsed() < interval) {
             return Ok(());
         }
-        self.tenants = load_tenants(&self.config)
+        let tenants: HashMap<String, Tenant> = load_tenants(&self.config)
             .await?
             .into_iter()
             .map(|t| (t.id.clone(), t))
@@ -226,11 +232,78 @@ impl Applier {
         let config = Arc::clone(&self.config);
         let landlord = self.target_db(&TargetDbKey::Landlord).await?;
         let directions = direction::load(&landlord.client, &config).await?;
-        if directions != self.directions {
-            info!("tenant directions changed");
-            self.directions = directions;
+        if self.refreshed.is_some() {
+            let joined = tenants.keys().filter(|id| !self.tenants.contains_key(*id));
+            let redirected = tenants
+                .keys()
+                .filter(|id| directions.of(id) != self.directions.of(id));
+            let changed: Vec<String> = joined.chain(redirected).cloned().collect();
+            if !changed.is_empty() {
+                info!(tenants = ?changed, "tenants joined or changed direction; reconciling both sides");
+            }
+            self.pending_reconcile.extend(changed);
         }
+        self.tenants = tenants;
+        self.directions = directions;
         self.refreshed = Some(Instant::now());
+        self.reconcile_pending().await;
+        Ok(())
+    }
+
+    async fn reconcile_pending(&mut self) {
+        let pending: Vec<String> = self.pending_reconcile.iter().cloned().collect();
+        for id in pending {
+            match self.reconcile_tenant(&id).await {
+                Ok(()) => {
+                    self.pending_reconcile.remove(&id);
+                }
+                Err(error) => {
+                    warn!(tenant = %id, %error, "reconciling the tenant failed; will retry")
+                }
+            }
+        }
+    }
+
+    /// Applies each side's current state to the other, as the tenant's
+    /// direction allows; the conflict rule keeps the newer versions.
+    async fn reconcile_tenant(&mut self, id: &str) -> Result<(), ApplierError> {
+        let Some(tenant) = self.tenants.get(id).cloned() else {
+            return Ok(());
+        };
+        let direction = self.directions.of(id);
+        let config = Arc::clone(&self.config);
+        let tenant_ref = tenant.tenant_ref();
+        let landlord = self.target_db(&TargetDbKey::Landlord).await?;
+        let from_landlord = current_state(
+            &landlord.client,
+            &config,
+            Side::Landlord,
+            "landlord",
+            &tenant_ref,
+        )
+        .await?;
+        let tenant_key = TargetDbKey::Tenant(id.to_string());
+        let tenant_db = self.target_db(&tenant_key).await?;
+        let from_tenant = current_state(
+            &tenant_db.client,
+            &config,
+            Side::Tenant,
+            &tenant.database_name,
+            &tenant_ref,
+        )
+        .await?;
+        if gate(direction, Side::Tenant) == Gate::Apply && !from_tenant.is_empty() {
+            self.apply_group(
+                TargetDbKey::Landlord,
+                &from_tenant.iter().collect::<Vec<_>>(),
+            )
+            .await?;
+        }
+        if gate(direction, Side::Landlord) == Gate::Apply && !from_landlord.is_empty() {
+            self.apply_group(tenant_key, &from_landlord.iter().collect::<Vec<_>>())
+                .await?;
+        }
+        info!(tenant = %id, direction = direction.as_str(), "tenant reconciled");
         Ok(())
     }
 

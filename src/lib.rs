@@ -35,6 +35,7 @@ pub mod pgoutput;
 pub mod postgres;
 pub mod progress;
 pub mod reader;
+pub mod reconcile;
 pub mod registry;
 pub mod replication;
 pub mod setup;

@@ -10,9 +10,11 @@ use clap::{Parser, Subcommand};
 use tracing::{error, info};
 
 use cdc_bridge::bridge::{self, Role};
-use cdc_bridge::config::Config;
+use cdc_bridge::config::{Config, Direction};
+use cdc_bridge::direction;
 use cdc_bridge::envelope::Side;
 use cdc_bridge::postgres::connect;
+use cdc_bridge::reader::slot_name;
 use cdc_bridge::registry::load_tenants;
 use cdc_bridge::{http, kafka, setup, shutdown};
 
@@ -50,8 +52,36 @@ enum Command {
         #[arg(long, value_enum, default_value = "all")]
         role: Role,
     },
+    /// Remove everything `setup` installed (triggers, bridge columns,
+    /// tombstones, publications, bookkeeping schema) from the landlord and
+    /// every registered tenant. Stop the bridge first.
+    Teardown {
+        /// Also drop the replication slots (they retain WAL while they exist).
+        #[arg(long)]
+        drop_slots: bool,
+    },
+    /// Show or change the sync direction of one tenant or all: this is how
+    /// cutover and rollback are done. Takes effect while the bridge runs.
+    Direction {
+        #[command(subcommand)]
+        action: DirectionAction,
+    },
     /// Check the configuration file and print it with secrets redacted.
     CheckConfig,
+}
+
+#[derive(Subcommand)]
+enum DirectionAction {
+    /// Set the direction of a tenant (by registry id), or of every tenant
+    /// without its own override (`all`).
+    Set {
+        tenant: String,
+        direction: Direction,
+    },
+    /// Remove an override: the tenant follows `all`, or the configured default.
+    Clear { tenant: String },
+    /// Print the overrides and the configured default.
+    List,
 }
 
 fn main() -> ExitCode {
@@ -89,6 +119,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Setup { dry_run: false } => run_setup(&config).await,
         Command::Run { role } => run(config, role).await,
+        Command::Teardown { drop_slots } => run_teardown(&config, drop_slots).await,
+        Command::Direction { action } => run_direction(&config, action).await,
         Command::CheckConfig => {
             println!("{config:#?}");
             Ok(())
@@ -131,6 +163,78 @@ async fn run_setup(config: &Config) -> anyhow::Result<()> {
     }
     kafka::ensure_topic(&config.kafka).await?;
     info!(topic = %config.kafka.topic, "Kafka topic ready");
+    Ok(())
+}
+
+async fn run_teardown(config: &Config, drop_slots: bool) -> anyhow::Result<()> {
+    let mut databases = vec![(
+        Side::Landlord,
+        "landlord".to_string(),
+        config.landlord.dsn.clone(),
+    )];
+    for tenant in load_tenants(config).await? {
+        let dsn = tenant.dsn(&config.tenants.connection_template);
+        databases.push((Side::Tenant, tenant.database_name, dsn));
+    }
+    for (side, database, dsn) in databases {
+        let mut client = connect(&dsn, &database).await?;
+        if drop_slots {
+            let slot = slot_name(
+                &config.replication.slot_prefix,
+                &current_database(&client).await?,
+            );
+            client
+                .execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+                .await
+                .with_context(|| format!("dropping slot {slot} (is the bridge still running?)"))?;
+        }
+        setup::uninstall(&mut client, config, side, &database).await?;
+        info!(%database, "bridge objects removed");
+    }
+    Ok(())
+}
+
+async fn current_database(client: &tokio_postgres::Client) -> anyhow::Result<String> {
+    Ok(client
+        .query_one("SELECT current_database()::text", &[])
+        .await?
+        .get(0))
+}
+
+async fn run_direction(config: &Config, action: DirectionAction) -> anyhow::Result<()> {
+    let client = connect(&config.landlord.dsn, "landlord").await?;
+    let id = |tenant: &str| {
+        if tenant == "all" {
+            direction::ALL_TENANTS.to_string()
+        } else {
+            tenant.to_string()
+        }
+    };
+    match action {
+        DirectionAction::Set {
+            tenant,
+            direction: d,
+        } => {
+            direction::set(&client, config, &id(&tenant), d).await?;
+            println!("direction of {tenant} set to {}", d.as_str());
+        }
+        DirectionAction::Clear { tenant } => {
+            direction::clear(&client, config, &id(&tenant)).await?;
+            println!("override of {tenant} removed");
+        }
+        DirectionAction::List => {
+            let directions = direction::load(&client, config).await?;
+            println!("default: {}", config.sync.default_direction.as_str());
+            for tenant in load_tenants(config).await? {
+                println!(
+                    "{} ({}): {}",
+                    tenant.id,
+                    tenant.slug,
+                    directions.of(&tenant.id).as_str()
+                );
+            }
+        }
+    }
     Ok(())
 }
 

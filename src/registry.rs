@@ -134,6 +134,16 @@ mod tests {
     }
 
     #[test]
+    fn dsn_fills_any_registry_field() {
+        let t = parse_registry_row(
+            r#"{"id": "1", "slug": "a", "database_name": "t", "db_port": 5433}"#,
+        )
+        .unwrap();
+        let dsn = t.dsn(&Secret::new("port={db_port} dbname={database_name}"));
+        assert_eq!(dsn.expose(), "port=5433 dbname=t");
+    }
+
+    #[test]
     fn dsn_fills_the_database_name() {
         let t =
             parse_registry_row(r#"{"id": "1", "slug": "a", "database_name": "tenant_a"}"#).unwrap();

@@ -342,3 +342,90 @@ impl Drop for Bridge {
         self.kill();
     }
 }
+
+/// Every envelope in a topic, read from the beginning up to the current end.
+pub fn topic_envelopes(topic: &str) -> Vec<serde_json::Value> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let partitions: Vec<i32> = metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    let mut ends = std::collections::HashMap::new();
+    let mut list = TopicPartitionList::new();
+    for p in &partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, *p, Duration::from_secs(10))
+            .unwrap();
+        if high > low {
+            ends.insert(*p, high);
+            list.add_partition_offset(topic, *p, Offset::Offset(low))
+                .unwrap();
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return out;
+    }
+    consumer.assign(&list).unwrap();
+    let start = Instant::now();
+    while !ends.is_empty() && start.elapsed() < DEADLINE {
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            let message = message.unwrap();
+            out.push(serde_json::from_slice(message.payload().unwrap()).unwrap());
+            if message.offset() + 1 >= ends[&message.partition()] {
+                ends.remove(&message.partition());
+            }
+        }
+    }
+    out
+}
+
+/// Change events (not snapshots) in the topic.
+pub fn change_events(topic: &str) -> Vec<serde_json::Value> {
+    topic_envelopes(topic)
+        .into_iter()
+        .filter(|e| e["op"] != "snapshot")
+        .collect()
+}
+
+/// Installs a trigger that logs every write to `tenant_brandings` in
+/// `write_log`, to count applies.
+pub async fn log_writes(client: &Client) {
+    client
+        .batch_execute(
+            "CREATE TABLE write_log (op text, at timestamptz DEFAULT clock_timestamp());
+             CREATE FUNCTION log_write() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO write_log (op) VALUES (TG_OP); RETURN NULL; END $$;
+             CREATE TRIGGER log_write AFTER INSERT OR UPDATE OR DELETE ON tenant_brandings
+                 FOR EACH ROW EXECUTE FUNCTION log_write();",
+        )
+        .await
+        .unwrap();
+}
+
+pub async fn write_count(client: &Client) -> i64 {
+    client
+        .query_one("SELECT count(*) FROM write_log", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Waits until the bridge log says `streaming` for `sources` databases.
+pub async fn wait_streaming(bridge: &Bridge, sources: usize) {
+    eventually("readers streaming", || async {
+        (bridge.log_text().matches(" streaming").count() >= sources).then_some(())
+    })
+    .await;
+}

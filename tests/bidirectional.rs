@@ -1,0 +1,206 @@
+//! Both directions, loop prevention and last-writer-wins, on real
+//! PostgreSQL and real Kafka.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{change_events, eventually, log_writes, wait_streaming, write_count, TestEnv};
+
+/// Long enough for an echo, if there were one, to travel the whole loop.
+const SETTLE: Duration = Duration::from_millis(2500);
+
+async fn landlord_has(env: &TestEnv, color: Option<&str>) {
+    let what = format!("landlord row is {color:?}");
+    eventually(&what, || async {
+        let row = env.landlord_row(0).await;
+        (row.and_then(|r| r.text("primary_color")).as_deref() == color).then_some(())
+    })
+    .await;
+}
+
+async fn tenant_has(env: &TestEnv, color: Option<&str>) {
+    let what = format!("tenant row is {color:?}");
+    eventually(&what, || async {
+        let row = env.tenant_row(0).await;
+        (row.and_then(|r| r.text("primary_color")).as_deref() == color).then_some(())
+    })
+    .await;
+}
+
+async fn landlord_exists(env: &TestEnv, exists: bool) {
+    eventually("landlord row presence", || async {
+        (env.landlord_row(0).await.is_some() == exists).then_some(())
+    })
+    .await;
+}
+
+async fn tenant_exists(env: &TestEnv, exists: bool) {
+    eventually("tenant row presence", || async {
+        (env.tenant_row(0).await.is_some() == exists).then_some(())
+    })
+    .await;
+}
+
+/// After the system settled, the topic holds `events` change events and the
+/// two write logs `landlord_writes` and `tenant_writes` rows.
+async fn quiet_with(env: &TestEnv, events: usize, landlord_writes: i64, tenant_writes: i64) {
+    tokio::time::sleep(SETTLE).await;
+    let seen = change_events(&env.topic);
+    assert_eq!(
+        seen.len(),
+        events,
+        "exactly one event per application write: {seen:#?}"
+    );
+    assert_eq!(
+        write_count(&env.landlord().await).await,
+        landlord_writes,
+        "landlord writes"
+    );
+    assert_eq!(
+        write_count(&env.tenant(0).await).await,
+        tenant_writes,
+        "tenant writes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_write_on_either_side_is_one_event_and_one_apply_and_then_quiet() {
+    let env = TestEnv::new("loopfree", 1).await;
+    let (landlord, tenant) = (env.landlord().await, env.tenant(0).await);
+    env.bridge_command(&["setup"]);
+    log_writes(&landlord).await;
+    log_writes(&tenant).await;
+    let mut bridge = env.start_bridge();
+    wait_streaming(&bridge, 2).await;
+
+    tenant
+        .execute(
+            "INSERT INTO tenant_brandings (id, primary_color) VALUES (1, '#000001')",
+            &[],
+        )
+        .await
+        .unwrap();
+    landlord_has(&env, Some("#000001")).await;
+    quiet_with(&env, 1, 1, 1).await;
+
+    landlord
+        .execute(
+            "UPDATE tenant_brandings SET primary_color = '#000002' WHERE tenant_db_id = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    tenant_has(&env, Some("#000002")).await;
+    quiet_with(&env, 2, 2, 2).await;
+
+    tenant
+        .execute("DELETE FROM tenant_brandings WHERE id = 1", &[])
+        .await
+        .unwrap();
+    landlord_exists(&env, false).await;
+    quiet_with(&env, 3, 3, 3).await;
+
+    landlord
+        .execute("INSERT INTO tenant_brandings (tenant_db_id, tenant_slug, primary_color) VALUES (1, 'tenant1', '#000004')", &[])
+        .await
+        .unwrap();
+    tenant_has(&env, Some("#000004")).await;
+    quiet_with(&env, 4, 4, 4).await;
+
+    landlord
+        .execute("DELETE FROM tenant_brandings WHERE tenant_db_id = 1", &[])
+        .await
+        .unwrap();
+    tenant_exists(&env, false).await;
+    quiet_with(&env, 5, 5, 5).await;
+    assert!(bridge.stop().success(), "{}", bridge.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_application_write_to_a_row_the_bridge_wrote_last_is_synced() {
+    let env = TestEnv::new("appwins", 1).await;
+    let (landlord, tenant) = (env.landlord().await, env.tenant(0).await);
+    let mut bridge = env.start_bridge();
+    wait_streaming(&bridge, 2).await;
+    tenant
+        .execute(
+            "INSERT INTO tenant_brandings (id, primary_color) VALUES (1, '#aaaaaa')",
+            &[],
+        )
+        .await
+        .unwrap();
+    landlord_has(&env, Some("#aaaaaa")).await;
+    let row = env.landlord_row(0).await.unwrap();
+    assert_eq!(
+        row.text("cdc_source").as_deref(),
+        Some("tenant"),
+        "the bridge wrote it on behalf of the tenant"
+    );
+
+    landlord
+        .execute(
+            "UPDATE tenant_brandings SET primary_color = '#bbbbbb' WHERE tenant_db_id = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    tenant_has(&env, Some("#bbbbbb")).await;
+    assert_eq!(
+        env.tenant_row(0)
+            .await
+            .unwrap()
+            .text("cdc_source")
+            .as_deref(),
+        Some("landlord")
+    );
+
+    landlord
+        .execute("DELETE FROM tenant_brandings WHERE tenant_db_id = 1", &[])
+        .await
+        .unwrap();
+    tenant_exists(&env, false).await;
+    assert!(bridge.stop().success(), "{}", bridge.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_whose_clock_is_behind_still_wins_with_a_later_local_write() {
+    let env = TestEnv::new("clockbehind", 1).await;
+    let admin = common::connect("postgres").await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET cdc_bridge.clock_offset = '-1 hour'",
+            env.tenants[0].database
+        ))
+        .await
+        .unwrap();
+    let landlord = env.landlord().await;
+    let mut bridge = env.start_bridge();
+    wait_streaming(&bridge, 2).await;
+    landlord
+        .execute("INSERT INTO tenant_brandings (tenant_db_id, tenant_slug, primary_color) VALUES (1, 'tenant1', '#111111')", &[])
+        .await
+        .unwrap();
+    tenant_has(&env, Some("#111111")).await;
+
+    // The tenant's clock is an hour behind the landlord's version, yet its
+    // later write gets a higher version and wins on both sides.
+    let tenant = env.tenant(0).await;
+    tenant
+        .execute(
+            "UPDATE tenant_brandings SET primary_color = '#222222' WHERE id = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    landlord_has(&env, Some("#222222")).await;
+    tokio::time::sleep(SETTLE).await;
+    let (l, t) = (
+        env.landlord_row(0).await.unwrap(),
+        env.tenant_row(0).await.unwrap(),
+    );
+    assert_eq!(t.text("primary_color").as_deref(), Some("#222222"));
+    assert_eq!(l.text("cdc_version"), t.text("cdc_version"));
+    assert_eq!(l.text("cdc_source").as_deref(), Some("tenant"));
+    assert!(bridge.stop().success(), "{}", bridge.log_text());
+}
