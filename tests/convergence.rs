@@ -1,0 +1,155 @@
+//! Randomised conflicts: many tenants written concurrently on both sides,
+//! with deletes and re-inserts, converge to the write with the highest
+//! (version, side). Set CDC_TEST_SEED to replay a failing run.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{eventually, wait_streaming, TestEnv};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio_postgres::Client;
+
+const TENANTS: usize = 20;
+const ROUNDS: usize = 12;
+
+/// The winning candidate of one write: (version µs, side rank, color or
+/// None for a delete). Side rank: landlord 0 < tenant 1, the tie-break.
+type Write = (i64, u8, Option<String>);
+
+const VERSION_MICROS: &str = "(extract(epoch from cdc_version) * 1000000)::bigint";
+
+async fn tenant_write(client: &Client, rng_value: u32, color: &str) -> Option<Write> {
+    let sql = match rng_value % 4 {
+        0 => "DELETE FROM tenant_brandings WHERE id = 1 RETURNING NULL::bigint".to_string(),
+        1 => format!(
+            "INSERT INTO tenant_brandings (id, primary_color) VALUES (1, $1)
+             ON CONFLICT (id) DO UPDATE SET primary_color = EXCLUDED.primary_color RETURNING {VERSION_MICROS}"
+        ),
+        _ => format!("UPDATE tenant_brandings SET primary_color = $1 WHERE id = 1 RETURNING {VERSION_MICROS}"),
+    };
+    write(client, &sql, rng_value % 4 == 0, color, 1, "tenant_brandings", r#"{"id": "1"}"#).await
+}
+
+async fn landlord_write(client: &Client, tenant_id: i64, rng_value: u32, color: &str) -> Option<Write> {
+    let sql = match rng_value % 4 {
+        0 => format!("DELETE FROM tenant_brandings WHERE tenant_db_id = {tenant_id} RETURNING NULL::bigint"),
+        1 => format!(
+            "INSERT INTO tenant_brandings (tenant_db_id, tenant_slug, primary_color) VALUES ({tenant_id}, 'tenant{tenant_id}', $1)
+             ON CONFLICT (tenant_db_id) DO UPDATE SET primary_color = EXCLUDED.primary_color RETURNING {VERSION_MICROS}"
+        ),
+        _ => format!("UPDATE tenant_brandings SET primary_color = $1 WHERE tenant_db_id = {tenant_id} RETURNING {VERSION_MICROS}"),
+    };
+    let key = format!(r#"{{"tenant_db_id": "{tenant_id}"}}"#);
+    write(client, &sql, rng_value % 4 == 0, color, 0, "tenant_brandings", &key).await
+}
+
+/// Runs one application write in a transaction and returns its version
+/// (for a delete: the tombstone the trigger wrote); `None` if it touched
+/// no row.
+async fn write(client: &Client, sql: &str, is_delete: bool, color: &str, side: u8, table: &str, key: &str) -> Option<Write> {
+    client.batch_execute("BEGIN").await.unwrap();
+    let rows = if is_delete {
+        client.query(sql, &[]).await.unwrap()
+    } else {
+        client.query(sql, &[&color]).await.unwrap()
+    };
+    let result = if rows.is_empty() {
+        None
+    } else if is_delete {
+        let row = client
+            .query_one(
+                "SELECT (extract(epoch from version) * 1000000)::bigint FROM cdc_bridge.tombstones
+                  WHERE table_name = $1 AND row_key = $2::text::jsonb",
+                &[&table, &key],
+            )
+            .await
+            .unwrap();
+        Some((row.get(0), side, None))
+    } else {
+        Some((rows[0].get(0), side, Some(color.to_string())))
+    };
+    client.batch_execute("COMMIT").await.unwrap();
+    result
+}
+
+/// (present, color, version µs, source) of a row.
+type State = Option<(Option<String>, i64, String)>;
+
+async fn state(client: &Client, sql: &str) -> State {
+    let row = client.query_opt(sql, &[]).await.unwrap()?;
+    Some((row.get(0), row.get(1), row.get(2)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writes_on_both_sides_converge_to_the_newest_version() {
+    let seed: u64 = std::env::var("CDC_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    println!("convergence test seed: {seed} (replay with CDC_TEST_SEED={seed})");
+    let env = TestEnv::new("converge", TENANTS).await;
+    let (ok, output) = env.bridge_command(&["setup"]);
+    assert!(ok, "{output}");
+    let mut bridge = env.start_bridge();
+    wait_streaming(&bridge, TENANTS + 1).await;
+
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut winners: HashMap<usize, Write> = HashMap::new();
+    let landlord = env.landlord().await;
+    let tenants: Vec<Client> = futures_join(&env).await;
+    for round in 0..ROUNDS {
+        let mut tasks = Vec::new();
+        for index in 0..TENANTS {
+            if !rng.random_bool(0.6) {
+                continue;
+            }
+            let (a, b) = (rng.random::<u32>(), rng.random::<u32>());
+            let tenant_color = format!("#t{round:02}{index:03}");
+            let landlord_color = format!("#l{round:02}{index:03}");
+            let tenant_db = env.tenants[index].database.clone();
+            let landlord_db = env.landlord_db.clone();
+            let id = env.tenants[index].id;
+            tasks.push(tokio::spawn(async move {
+                let (t, l) = (common::connect(&tenant_db).await, common::connect(&landlord_db).await);
+                let (tw, lw) = tokio::join!(tenant_write(&t, a, &tenant_color), landlord_write(&l, id, b, &landlord_color));
+                (index, tw, lw)
+            }));
+        }
+        for task in tasks {
+            let (index, tw, lw) = task.await.unwrap();
+            for w in [tw, lw].into_iter().flatten() {
+                let best = winners.entry(index).or_insert_with(|| w.clone());
+                if (w.0, w.1) > (best.0, best.1) {
+                    *best = w;
+                }
+            }
+        }
+    }
+
+    for (index, tenant) in tenants.iter().enumerate() {
+        let id = env.tenants[index].id;
+        let tenant_sql = format!("SELECT primary_color::text, {VERSION_MICROS}, cdc_source FROM tenant_brandings WHERE id = 1");
+        let landlord_sql = format!("SELECT primary_color::text, {VERSION_MICROS}, cdc_source FROM tenant_brandings WHERE tenant_db_id = {id}");
+        let what = format!("tenant {index} identical on both sides (seed {seed})");
+        let converged = eventually(&what, || async {
+            let (t, l) = (state(tenant, &tenant_sql).await, state(&landlord, &landlord_sql).await);
+            (t == l).then_some(t)
+        })
+        .await;
+        let Some(winner) = winners.get(&index) else { continue };
+        let side = if winner.1 == 1 { "tenant" } else { "landlord" };
+        let expected = winner.2.as_ref().map(|color| (Some(color.clone()), winner.0, side.to_string()));
+        assert_eq!(converged, expected, "tenant {index}: the newest (version, side) wins (seed {seed})");
+    }
+    assert!(bridge.stop().success(), "{}", bridge.log_text());
+}
+
+async fn futures_join(env: &TestEnv) -> Vec<Client> {
+    let mut clients = Vec::new();
+    for index in 0..env.tenants.len() {
+        clients.push(env.tenant(index).await);
+    }
+    clients
+}
