@@ -28,12 +28,15 @@ impl Tenant {
     }
 
     /// DSN of this tenant's database, from the connection template.
+    ///
+    /// Every `{field}` is replaced by that registry column, so tenants can
+    /// live on several servers (e.g. `host={db_host} port={db_port}`).
     pub fn dsn(&self, template: &Secret) -> Secret {
-        Secret::new(
-            template
-                .expose()
-                .replace("{database_name}", &self.database_name),
-        )
+        let mut dsn = template.expose().to_string();
+        for (field, value) in &self.fields {
+            dsn = dsn.replace(&format!("{{{field}}}"), value.as_deref().unwrap_or(""));
+        }
+        Secret::new(dsn.replace("{database_name}", &self.database_name))
     }
 }
 

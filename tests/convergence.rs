@@ -29,10 +29,24 @@ async fn tenant_write(client: &Client, rng_value: u32, color: &str) -> Option<Wr
         ),
         _ => format!("UPDATE tenant_brandings SET primary_color = $1 WHERE id = 1 RETURNING {VERSION_MICROS}"),
     };
-    write(client, &sql, rng_value % 4 == 0, color, 1, "tenant_brandings", r#"{"id": "1"}"#).await
+    write(
+        client,
+        &sql,
+        rng_value % 4 == 0,
+        color,
+        1,
+        "tenant_brandings",
+        r#"{"id": "1"}"#,
+    )
+    .await
 }
 
-async fn landlord_write(client: &Client, tenant_id: i64, rng_value: u32, color: &str) -> Option<Write> {
+async fn landlord_write(
+    client: &Client,
+    tenant_id: i64,
+    rng_value: u32,
+    color: &str,
+) -> Option<Write> {
     let sql = match rng_value % 4 {
         0 => format!("DELETE FROM tenant_brandings WHERE tenant_db_id = {tenant_id} RETURNING NULL::bigint"),
         1 => format!(
@@ -42,13 +56,30 @@ async fn landlord_write(client: &Client, tenant_id: i64, rng_value: u32, color: 
         _ => format!("UPDATE tenant_brandings SET primary_color = $1 WHERE tenant_db_id = {tenant_id} RETURNING {VERSION_MICROS}"),
     };
     let key = format!(r#"{{"tenant_db_id": "{tenant_id}"}}"#);
-    write(client, &sql, rng_value % 4 == 0, color, 0, "tenant_brandings", &key).await
+    write(
+        client,
+        &sql,
+        rng_value % 4 == 0,
+        color,
+        0,
+        "tenant_brandings",
+        &key,
+    )
+    .await
 }
 
 /// Runs one application write in a transaction and returns its version
 /// (for a delete: the tombstone the trigger wrote); `None` if it touched
 /// no row.
-async fn write(client: &Client, sql: &str, is_delete: bool, color: &str, side: u8, table: &str, key: &str) -> Option<Write> {
+async fn write(
+    client: &Client,
+    sql: &str,
+    is_delete: bool,
+    color: &str,
+    side: u8,
+    table: &str,
+    key: &str,
+) -> Option<Write> {
     client.batch_execute("BEGIN").await.unwrap();
     let rows = if is_delete {
         client.query(sql, &[]).await.unwrap()
@@ -112,8 +143,14 @@ async fn concurrent_writes_on_both_sides_converge_to_the_newest_version() {
             let landlord_db = env.landlord_db.clone();
             let id = env.tenants[index].id;
             tasks.push(tokio::spawn(async move {
-                let (t, l) = (common::connect(&tenant_db).await, common::connect(&landlord_db).await);
-                let (tw, lw) = tokio::join!(tenant_write(&t, a, &tenant_color), landlord_write(&l, id, b, &landlord_color));
+                let (t, l) = (
+                    common::connect(&tenant_db).await,
+                    common::connect(&landlord_db).await,
+                );
+                let (tw, lw) = tokio::join!(
+                    tenant_write(&t, a, &tenant_color),
+                    landlord_write(&l, id, b, &landlord_color)
+                );
                 (index, tw, lw)
             }));
         }
@@ -134,14 +171,25 @@ async fn concurrent_writes_on_both_sides_converge_to_the_newest_version() {
         let landlord_sql = format!("SELECT primary_color::text, {VERSION_MICROS}, cdc_source FROM tenant_brandings WHERE tenant_db_id = {id}");
         let what = format!("tenant {index} identical on both sides (seed {seed})");
         let converged = eventually(&what, || async {
-            let (t, l) = (state(tenant, &tenant_sql).await, state(&landlord, &landlord_sql).await);
+            let (t, l) = (
+                state(tenant, &tenant_sql).await,
+                state(&landlord, &landlord_sql).await,
+            );
             (t == l).then_some(t)
         })
         .await;
-        let Some(winner) = winners.get(&index) else { continue };
+        let Some(winner) = winners.get(&index) else {
+            continue;
+        };
         let side = if winner.1 == 1 { "tenant" } else { "landlord" };
-        let expected = winner.2.as_ref().map(|color| (Some(color.clone()), winner.0, side.to_string()));
-        assert_eq!(converged, expected, "tenant {index}: the newest (version, side) wins (seed {seed})");
+        let expected = winner
+            .2
+            .as_ref()
+            .map(|color| (Some(color.clone()), winner.0, side.to_string()));
+        assert_eq!(
+            converged, expected,
+            "tenant {index}: the newest (version, side) wins (seed {seed})"
+        );
     }
     assert!(bridge.stop().success(), "{}", bridge.log_text());
 }

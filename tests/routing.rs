@@ -1,0 +1,278 @@
+//! Tenant discovery at runtime, several PostgreSQL servers, and per-tenant
+//! direction (cutover, rollback, pause and resume).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, wait_streaming, TestEnv};
+
+const SETTLE: Duration = Duration::from_millis(2500);
+
+async fn landlord_color(env: &TestEnv, index: usize) -> Option<String> {
+    env.landlord_row(index)
+        .await
+        .and_then(|r| r.text("primary_color"))
+}
+
+async fn tenant_color(env: &TestEnv, index: usize) -> Option<String> {
+    env.tenant_row(index)
+        .await
+        .and_then(|r| r.text("primary_color"))
+}
+
+async fn wait_landlord(env: &TestEnv, index: usize, color: &str) {
+    eventually(&format!("landlord row {index} = {color}"), || async {
+        (landlord_color(env, index).await.as_deref() == Some(color)).then_some(())
+    })
+    .await;
+}
+
+async fn wait_tenant(env: &TestEnv, index: usize, color: &str) {
+    eventually(&format!("tenant row {index} = {color}"), || async {
+        (tenant_color(env, index).await.as_deref() == Some(color)).then_some(())
+    })
+    .await;
+}
+
+async fn set_tenant_color(env: &TestEnv, index: usize, color: &str) {
+    env.tenant(index)
+        .await
+        .execute(
+            "INSERT INTO tenant_brandings (id, primary_color) VALUES (1, $1)
+             ON CONFLICT (id) DO UPDATE SET primary_color = EXCLUDED.primary_color",
+            &[&color],
+        )
+        .await
+        .unwrap();
+}
+
+async fn set_landlord_color(env: &TestEnv, index: usize, color: &str) {
+    let tenant = &env.tenants[index];
+    env.landlord()
+        .await
+        .execute(
+            "INSERT INTO tenant_brandings (tenant_db_id, tenant_slug, primary_color) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant_db_id) DO UPDATE SET primary_color = EXCLUDED.primary_color",
+            &[&tenant.id, &tenant.slug, &color],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_added_while_running_is_synced_with_its_existing_rows_both_ways() {
+    let mut env = TestEnv::new("discover", 1).await;
+    let mut bridge = env.start_bridge();
+    wait_streaming(&bridge, 2).await;
+
+    // A new tenant with a row of its own.
+    let second = env.add_tenant_database().await;
+    set_tenant_color(&env, 1, "#200000").await;
+    env.register(&second).await;
+    wait_landlord(&env, 1, "#200000").await;
+
+    // A new tenant whose landlord row exists before it is registered.
+    let third = env.add_tenant_database().await;
+    let landlord = env.landlord().await;
+    landlord
+        .execute(
+            "INSERT INTO tenants (id, slug, numeric_id, database_name, status) VALUES ($1, $2, $3, $4, 'pending')",
+            &[&third.id, &third.slug, &(1000 + third.id as i32), &third.database],
+        )
+        .await
+        .unwrap();
+    set_landlord_color(&env, 2, "#300000").await;
+    landlord
+        .execute(
+            "UPDATE tenants SET status = 'active' WHERE id = $1",
+            &[&third.id],
+        )
+        .await
+        .unwrap();
+    wait_tenant(&env, 2, "#300000").await;
+    assert!(bridge.stop().success(), "{}", bridge.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deactivated_tenant_stops_syncing_and_keeps_its_slot() {
+    let env = TestEnv::new("deactivate", 2).await;
+    set_tenant_color(&env, 0, "#0a0000").await;
+    set_tenant_color(&env, 1, "#0b0000").await;
+    let mut bridge = env.start_bridge();
+    wait_landlord(&env, 0, "#0a0000").await;
+    wait_landlord(&env, 1, "#0b0000").await;
+
+    env.landlord()
+        .await
+        .execute("UPDATE tenants SET status = 'inactive' WHERE id = 2", &[])
+        .await
+        .unwrap();
+    eventually("reader of the deactivated tenant stopped", || async {
+        bridge
+            .log_text()
+            .contains("stopping its reader")
+            .then_some(())
+    })
+    .await;
+    set_tenant_color(&env, 1, "#0b0001").await;
+    set_tenant_color(&env, 0, "#0a0001").await;
+    wait_landlord(&env, 0, "#0a0001").await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(
+        landlord_color(&env, 1).await.as_deref(),
+        Some("#0b0000"),
+        "inactive tenant not synced"
+    );
+    let slots = env
+        .tenant(1)
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(slots.get::<_, i64>(0), 1, "the slot is kept");
+    assert!(bridge.stop().success(), "{}", bridge.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_on_a_second_postgres_server_is_synced() {
+    let port = common::pg_port() + 7;
+    let stack_dir = std::env::temp_dir().join(format!("cdc-bridge-second-pg-{port}"));
+    let up = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/stack.sh"))
+        .arg("pg-up")
+        .env("STACK_DIR", &stack_dir)
+        .env("PG_PORT", port.to_string())
+        .env("PG_FSYNC", "off")
+        .status()
+        .unwrap();
+    assert!(up.success(), "second PostgreSQL cluster did not start");
+
+    let env = TestEnv::new("secondpg", 1).await;
+    let remote_db = format!("{}_remote", env.prefix);
+    let remote_dsn = |db: &str| format!("host=127.0.0.1 port={port} user=postgres dbname={db}");
+    let (admin, conn) = tokio_postgres::connect(&remote_dsn("postgres"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    admin
+        .batch_execute(&format!("CREATE DATABASE {remote_db}"))
+        .await
+        .unwrap();
+    let (remote, conn) = tokio_postgres::connect(&remote_dsn(&remote_db), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    remote
+        .batch_execute(include_str!("../scripts/seed/tenant.sql"))
+        .await
+        .unwrap();
+    remote
+        .execute(
+            "INSERT INTO tenant_brandings (id, primary_color) VALUES (1, '#e0e0e0')",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    let landlord = env.landlord().await;
+    landlord
+        .batch_execute(&format!(
+            "ALTER TABLE tenants ADD COLUMN db_port integer NOT NULL DEFAULT {};
+             INSERT INTO tenants (id, slug, numeric_id, database_name, db_port) VALUES (9, 'remote', 1009, '{remote_db}', {port});",
+            common::pg_port()
+        ))
+        .await
+        .unwrap();
+    let config = std::fs::read_to_string(&env.config_path).unwrap().replace(
+        &format!("connection_template = \"host=127.0.0.1 port={} user=postgres dbname={{database_name}}\"", common::pg_port()),
+        "connection_template = \"host=127.0.0.1 port={db_port} user=postgres dbname={database_name}\"\nregistry_query = \"SELECT id::text AS id, slug, database_name, db_port FROM tenants WHERE status = 'active'\"",
+    );
+    std::fs::write(&env.config_path, config).unwrap();
+
+    let mut bridge = env.start_bridge();
+    eventually("remote tenant's row on the landlord", || async {
+        let row = landlord
+            .query_opt(
+                "SELECT primary_color::text FROM tenant_brandings WHERE tenant_db_id = 9",
+                &[],
+            )
+            .await
+            .unwrap()?;
+        (row.get::<_, Option<String>>(0).as_deref() == Some("#e0e0e0")).then_some(())
+    })
+    .await;
+    landlord
+        .execute(
+            "UPDATE tenant_brandings SET primary_color = '#e1e1e1' WHERE tenant_db_id = 9",
+            &[],
+        )
+        .await
+        .unwrap();
+    eventually("landlord change on the remote tenant", || async {
+        let row = remote
+            .query_opt(
+                "SELECT primary_color::text FROM tenant_brandings WHERE id = 1",
+                &[],
+            )
+            .await
+            .unwrap()?;
+        (row.get::<_, Option<String>>(0).as_deref() == Some("#e1e1e1")).then_some(())
+    })
+    .await;
+    assert!(bridge.stop().success(), "{}", bridge.log_text());
+    drop((remote, admin));
+    std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/stack.sh"))
+        .arg("down")
+        .env("STACK_DIR", &stack_dir)
+        .env("PG_PORT", port.to_string())
+        .status()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn direction_switches_pause_and_resume_at_runtime_lose_nothing() {
+    let env = TestEnv::new("direction", 1).await;
+    set_tenant_color(&env, 0, "#d00000").await;
+    let mut bridge = env.start_bridge();
+    wait_landlord(&env, 0, "#d00000").await;
+    let direction = |args: &[&str]| {
+        let mut all = vec!["direction"];
+        all.extend_from_slice(args);
+        let (ok, output) = env.bridge_command(&all);
+        assert!(ok, "{output}");
+    };
+
+    // Cutover to tenant → landlord only: landlord edits stay on the landlord.
+    direction(&["set", "1", "to-landlord"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    set_tenant_color(&env, 0, "#d00001").await;
+    wait_landlord(&env, 0, "#d00001").await;
+    set_landlord_color(&env, 0, "#d00002").await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(
+        tenant_color(&env, 0).await.as_deref(),
+        Some("#d00001"),
+        "landlord change not applied after cutover"
+    );
+
+    // Rollback to both: the landlord's newer edit reaches the tenant.
+    direction(&["clear", "1"]);
+    wait_tenant(&env, 0, "#d00002").await;
+
+    // Pause every tenant, write on the tenant, resume: it catches up.
+    direction(&["set", "all", "paused"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    set_tenant_color(&env, 0, "#d00003").await;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(
+        landlord_color(&env, 0).await.as_deref(),
+        Some("#d00002"),
+        "paused tenant not applied"
+    );
+    direction(&["set", "all", "both"]);
+    wait_landlord(&env, 0, "#d00003").await;
+    assert!(bridge.stop().success(), "{}", bridge.log_text());
+}
