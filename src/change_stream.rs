@@ -34,6 +34,9 @@ use crate::replication::{ReplicationConnection, StreamMessage};
 use crate::setup::side_table;
 use crate::shutdown::Shutdown;
 
+/// How often each reader removes expired tombstones (also once at start).
+const TOMBSTONE_CLEANUP_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// What a relation of the stream is to us.
 enum RelationKind {
     Synced(SourceTable),
@@ -99,6 +102,7 @@ impl<'a> ChangeStream<'a> {
     pub(crate) async fn run(&mut self, mut shutdown: Shutdown) -> Result<(), ReaderError> {
         let interval = Duration::from_millis(self.config.replication.status_interval_ms);
         let mut tick = tokio::time::interval(interval);
+        let mut cleanup = tokio::time::interval(TOMBSTONE_CLEANUP_INTERVAL);
         loop {
             let may_read = self.delivery.in_flight() < MAX_IN_FLIGHT;
             tokio::select! {
@@ -108,6 +112,7 @@ impl<'a> ChangeStream<'a> {
                 }
                 acked = self.delivery.poll(), if self.delivery.in_flight() > 0 => acked?,
                 _ = tick.tick() => self.report(false).await?,
+                _ = cleanup.tick() => self.expire_tombstones().await?,
                 _ = shutdown.wait() => break,
             }
             self.count_acknowledged();
@@ -309,6 +314,25 @@ impl<'a> ChangeStream<'a> {
         let tenant_id = tombstone.key.get(&tenant_key).cloned().flatten();
         let tenant = row_tenant(&self.owner, tenant_id.as_deref())?;
         Some(delete_envelope(&self.source, &tenant, tombstone, txn))
+    }
+
+    /// Removes tombstones older than the retention. Their deletion is not
+    /// replicated (deletes of the tombstones table are ignored).
+    async fn expire_tombstones(&mut self) -> Result<(), ReaderError> {
+        let sql = format!(
+            "DELETE FROM {}.tombstones WHERE deleted_at < now() - make_interval(days => $1)",
+            crate::postgres::quote_ident(&self.config.replication.bridge_schema)
+        );
+        let days = i32::try_from(self.config.sync.tombstone_retention_days).unwrap_or(i32::MAX);
+        let removed = self
+            .client
+            .execute(&sql, &[&days])
+            .await
+            .map_err(|e| ReaderError::sql(&self.source.database, "expire tombstones", e))?;
+        if removed > 0 {
+            info!(database = %self.source.database, removed, "expired tombstones removed");
+        }
+        Ok(())
     }
 
     fn count_acknowledged(&mut self) {

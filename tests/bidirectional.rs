@@ -204,3 +204,38 @@ async fn a_server_whose_clock_is_behind_still_wins_with_a_later_local_write() {
     assert_eq!(l.text("cdc_source").as_deref(), Some("tenant"));
     assert!(bridge.stop().success(), "{}", bridge.log_text());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tombstones_older_than_the_retention_are_removed() {
+    let env = TestEnv::new("tombexpiry", 1).await;
+    let (ok, output) = env.bridge_command(&["setup"]);
+    assert!(ok, "{output}");
+    let tenant = env.tenant(0).await;
+    tenant
+        .batch_execute(
+            "INSERT INTO cdc_bridge.tombstones (table_name, row_key, version, source, deleted_at)
+             VALUES ('tenant_brandings', '{\"id\": \"7\"}', now() - interval '40 days', 'tenant', now() - interval '40 days'),
+                    ('tenant_brandings', '{\"id\": \"8\"}', now() - interval '1 day', 'tenant', now() - interval '1 day')",
+        )
+        .await
+        .unwrap();
+    let mut bridge = env.start_bridge();
+    eventually(
+        "the 40-day-old tombstone is gone, the recent one kept",
+        || async {
+            let keys: Vec<String> = tenant
+                .query(
+                    "SELECT row_key->>'id' FROM cdc_bridge.tombstones ORDER BY 1",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            (keys == ["8"]).then_some(())
+        },
+    )
+    .await;
+    assert!(bridge.stop().success(), "{}", bridge.log_text());
+}

@@ -58,3 +58,25 @@ async fn an_unknown_configuration_key_fails_at_start_naming_it() {
     assert!(!ok, "must fail: {output}");
     assert!(output.contains("bogus"), "names the key: {output}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn teardown_removes_everything_setup_installed() {
+    let env = TestEnv::new("teardown", 1).await;
+    let (ok, output) = env.bridge_command(&["setup"]);
+    assert!(ok, "{output}");
+    let (ok, output) = env.bridge_command(&["teardown", "--drop-slots"]);
+    assert!(ok, "teardown failed: {output}");
+    for client in [env.tenant(0).await, env.landlord().await] {
+        let row = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM pg_publication)
+                      + (SELECT count(*) FROM pg_namespace WHERE nspname = 'cdc_bridge')
+                      + (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'cdc_bridge%')
+                      + (SELECT count(*) FROM information_schema.columns WHERE column_name IN ('cdc_source', 'cdc_version'))",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i64>(0), 0, "nothing of the bridge is left");
+    }
+}
