@@ -78,7 +78,7 @@ pg_up() {
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = '$STACK_DIR/pg'
-wal_level = logical
+wal_level = ${PG_WAL_LEVEL:-logical}
 max_replication_slots = 300
 max_wal_senders = 300
 max_connections = 600

@@ -83,6 +83,8 @@ pub struct Applier {
     /// Tenants whose two sides must be reconciled (resumed, direction
     /// changed, or joined while running); retried until it succeeds.
     pending_reconcile: BTreeSet<String>,
+    /// Tenants whose database failed; skipped until reconciled.
+    unreachable: BTreeSet<String>,
 }
 
 impl Applier {
@@ -98,6 +100,7 @@ impl Applier {
             directions,
             refreshed: None,
             pending_reconcile: BTreeSet::new(),
+            unreachable: BTreeSet::new(),
         })
     }
 
@@ -211,10 +214,36 @@ impl Applier {
             }
         }
         for (target, envelopes) in groups {
-            self.apply_group(target, &envelopes).await?;
+            if let TargetDbKey::Tenant(id) = &target {
+                if self.unreachable.contains(id) {
+                    count("deferred", envelopes.len() as u64);
+                    continue;
+                }
+            }
+            let result = self.apply_group(target.clone(), &envelopes).await;
+            match (result, &target) {
+                (Err(error), TargetDbKey::Tenant(id)) if is_unavailable(&error) => {
+                    self.defer_tenant(id, envelopes.len(), &error)
+                }
+                (result, _) => result?,
+            }
         }
         self.close_idle_connections();
         Ok(())
+    }
+
+    /// A tenant database that cannot be reached delays that tenant only: its
+    /// changes are skipped (not held in memory) and the tenant is reconciled
+    /// from both sides' current state once it answers again, which brings
+    /// every skipped change. The landlord is different: its outage fails
+    /// the batch, which is retried until the landlord is back.
+    fn defer_tenant(&mut self, id: &str, skipped: usize, error: &ApplierError) {
+        warn!(tenant = %id, %error, "tenant database unreachable; its changes wait for a reconcile when it is back");
+        self.pool.remove(&TargetDbKey::Tenant(id.to_string()));
+        self.unreachable.insert(id.to_string());
+        self.pending_reconcile.insert(id.to_string());
+        set_target_up(&self.tenants, id, false);
+        count("deferred", skipped as u64);
     }
 
     /// Re-reads registry and directions when the interval passed (or
@@ -256,6 +285,10 @@ impl Applier {
             match self.reconcile_tenant(&id).await {
                 Ok(()) => {
                     self.pending_reconcile.remove(&id);
+                    if self.unreachable.remove(&id) {
+                        info!(tenant = %id, "tenant database reachable again; caught up");
+                    }
+                    set_target_up(&self.tenants, &id, true);
                 }
                 Err(error) => {
                     warn!(tenant = %id, %error, "reconciling the tenant failed; will retry")
@@ -554,6 +587,25 @@ fn decode(message: &OwnedMessage) -> Option<Envelope> {
             error!(partition = message.partition(), offset = message.offset(), %error, "undecodable message skipped");
             None
         }
+    }
+}
+
+/// Errors that mean "this database is not reachable now" rather than
+/// "this change is wrong".
+fn is_unavailable(error: &ApplierError) -> bool {
+    match error {
+        ApplierError::Db(e) => e.is_transient(),
+        ApplierError::Target { source, .. } => source.is_transient(),
+        _ => false,
+    }
+}
+
+fn set_target_up(tenants: &HashMap<String, Tenant>, id: &str, up: bool) {
+    if let Some(tenant) = tenants.get(id) {
+        metrics()
+            .target_up
+            .with_label_values(&[tenant.database_name.as_str()])
+            .set(i64::from(up));
     }
 }
 

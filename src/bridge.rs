@@ -31,6 +31,7 @@ pub enum Role {
 /// Runs the selected roles until `shutdown` fires; returns after every task
 /// has drained and stopped.
 pub async fn run(config: Arc<Config>, role: Role, trigger: ShutdownTrigger) -> anyhow::Result<()> {
+    crate::preflight::check(&config).await?;
     kafka::ensure_topic(&config.kafka).await?;
     let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
     if role != Role::Applier {

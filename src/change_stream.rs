@@ -34,6 +34,9 @@ use crate::replication::{ReplicationConnection, StreamMessage};
 use crate::setup::side_table;
 use crate::shutdown::Shutdown;
 
+/// How long a stopping reader waits for Kafka to acknowledge what it sent.
+const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// How often each reader removes expired tombstones (also once at start).
 const TOMBSTONE_CLEANUP_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -123,7 +126,14 @@ impl<'a> ChangeStream<'a> {
                 break;
             }
         }
-        self.delivery.drain().await?;
+        // Bounded: with Kafka down the drain would never end. Whatever is not
+        // acknowledged is not confirmed either, so it is sent again next start.
+        match tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, self.delivery.drain()).await {
+            Ok(drained) => drained?,
+            Err(_) => {
+                warn!(database = %self.source.database, in_flight = self.delivery.in_flight(), "Kafka did not acknowledge in time; unconfirmed events will be sent again on restart")
+            }
+        }
         self.count_acknowledged();
         self.report(false).await?;
         self.conn.close().await;

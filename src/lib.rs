@@ -33,6 +33,7 @@ pub mod lsn;
 pub mod metrics;
 pub mod pgoutput;
 pub mod postgres;
+pub mod preflight;
 pub mod progress;
 pub mod reader;
 pub mod reconcile;

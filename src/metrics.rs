@@ -10,6 +10,7 @@ pub const CONFIRMED_LSN: &str = "cdc_reader_confirmed_lsn";
 pub const REPLICATION_LAG_BYTES: &str = "cdc_replication_lag_bytes";
 pub const SOURCE_UP: &str = "cdc_source_up";
 pub const ECHO_SUPPRESSED: &str = "cdc_reader_echo_suppressed_total";
+pub const TARGET_UP: &str = "cdc_applier_target_up";
 pub const EVENTS_APPLIED: &str = "cdc_applier_events_total";
 pub const END_TO_END_SECONDS: &str = "cdc_end_to_end_latency_seconds";
 
@@ -24,10 +25,12 @@ pub struct Metrics {
     pub replication_lag_bytes: IntGaugeVec,
     /// 1 while the reader of a database is streaming, by database.
     pub source_up: IntGaugeVec,
+    /// 0 while the applier cannot reach a tenant database, by database.
+    pub target_up: IntGaugeVec,
     /// Row events dropped because the applier wrote them (loop prevention).
     pub echo_suppressed: IntCounterVec,
     /// Applied Kafka events by outcome (`applied`, `stale`, `paused`,
-    /// `direction_off`, `failed`).
+    /// `direction_off`, `deferred`, `failed`).
     pub events_applied: IntCounterVec,
     /// Source commit to target commit.
     pub end_to_end_seconds: Histogram,
@@ -66,6 +69,11 @@ impl Metrics {
             "1 while the database is streaming",
             &["database"],
         );
+        let target_up = gauge(
+            TARGET_UP,
+            "0 while the applier cannot reach the database",
+            &["database"],
+        );
         let echo_suppressed = counter(
             ECHO_SUPPRESSED,
             "Row events of the applier's own transactions, not re-sent",
@@ -91,6 +99,7 @@ impl Metrics {
             confirmed_lsn,
             replication_lag_bytes,
             source_up,
+            target_up,
             echo_suppressed,
             events_applied,
             end_to_end_seconds,

@@ -80,3 +80,97 @@ async fn teardown_removes_everything_setup_installed() {
         assert_eq!(row.get::<_, i64>(0), 0, "nothing of the bridge is left");
     }
 }
+
+fn replace_in_config(env: &TestEnv, from: &str, to: &str) {
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    assert!(text.contains(from), "config has {from}");
+    std::fs::write(&env.config_path, text.replace(from, to)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_type_or_missing_key_fails_at_start_naming_it() {
+    let env = TestEnv::new("badtype", 0).await;
+    replace_in_config(&env, "partitions = 3", "partitions = \"three\"");
+    let (ok, output) = env.bridge_command(&["run"]);
+    assert!(!ok && output.contains("partitions"), "{output}");
+
+    replace_in_config(&env, "partitions = \"three\"", "partitions = 3");
+    let brokers = format!("brokers = \"{}\"", common::kafka_brokers());
+    replace_in_config(&env, &brokers, "");
+    let (ok, output) = env.bridge_command(&["run"]);
+    assert!(!ok && output.contains("brokers"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_landlord_or_kafka_fails_at_start_with_advice() {
+    let env = TestEnv::new("unreachable", 0).await;
+    let port = format!("port={}", common::pg_port());
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    std::fs::write(&env.config_path, text.replacen(&port, "port=1", 1)).unwrap();
+    let (ok, output) = env.bridge_command(&["run"]);
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains("cannot connect to database landlord") && output.contains("check the DSN"),
+        "{output}"
+    );
+
+    env.write_config("");
+    let brokers = format!("brokers = \"{}\"", common::kafka_brokers());
+    replace_in_config(&env, &brokers, "brokers = \"127.0.0.1:1\"");
+    let (ok, output) = env.bridge_command(&["run"]);
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains("Kafka brokers 127.0.0.1:1 did not answer"),
+        "{output}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_landlord_without_logical_replication_fails_at_start_naming_wal_level() {
+    let port = common::pg_port() + 8;
+    let stack_dir = std::env::temp_dir().join(format!("cdc-bridge-replica-pg-{port}"));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/stack.sh");
+    let run = |command: &str| {
+        std::process::Command::new(script)
+            .arg(command)
+            .env("STACK_DIR", &stack_dir)
+            .env("PG_PORT", port.to_string())
+            .env("PG_WAL_LEVEL", "replica")
+            .status()
+            .unwrap()
+    };
+    assert!(run("pg-up").success());
+    let env = TestEnv::new("wallevel", 0).await;
+    let (admin, conn) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    admin
+        .batch_execute("CREATE DATABASE landlord_replica")
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    let landlord = format!(
+        "port={} user=postgres dbname={}",
+        common::pg_port(),
+        env.landlord_db
+    );
+    std::fs::write(
+        &env.config_path,
+        text.replace(
+            &landlord,
+            &format!("port={port} user=postgres dbname=landlord_replica"),
+        ),
+    )
+    .unwrap();
+    let (ok, output) = env.bridge_command(&["run"]);
+    run("down");
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains("wal_level = replica") && output.contains("set wal_level = logical"),
+        "{output}"
+    );
+}

@@ -1,0 +1,135 @@
+//! Outages of a tenant database, the landlord and Kafka: nothing is lost,
+//! other tenants keep syncing, everything catches up.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{change_events, eventually, wait_streaming, TestEnv};
+
+async fn set_reachable(database: &str, reachable: bool) {
+    let admin = common::connect("postgres").await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {database} ALLOW_CONNECTIONS {reachable}"
+        ))
+        .await
+        .unwrap();
+    if !reachable {
+        admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                &[&database],
+            )
+            .await
+            .unwrap();
+    }
+}
+
+async fn landlord_color(env: &TestEnv, index: usize) -> Option<String> {
+    env.landlord_row(index)
+        .await
+        .and_then(|r| r.text("primary_color"))
+}
+
+async fn tenant_color(env: &TestEnv, index: usize) -> Option<String> {
+    env.tenant_row(index)
+        .await
+        .and_then(|r| r.text("primary_color"))
+}
+
+async fn set_landlord_color(env: &TestEnv, index: usize, color: &str) {
+    env.landlord()
+        .await
+        .execute(
+            "UPDATE tenant_brandings SET primary_color = $1 WHERE tenant_db_id = $2",
+            &[&color, &env.tenants[index].id],
+        )
+        .await
+        .unwrap();
+}
+
+async fn set_tenant_color(env: &TestEnv, index: usize, color: &str) {
+    env.tenant(index)
+        .await
+        .execute(
+            "INSERT INTO tenant_brandings (id, primary_color) VALUES (1, $1)
+             ON CONFLICT (id) DO UPDATE SET primary_color = EXCLUDED.primary_color",
+            &[&color],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_database_outage_delays_only_that_tenant_and_catches_up() {
+    let env = TestEnv::new("tenantdown", 2).await;
+    set_tenant_color(&env, 0, "#100000").await;
+    set_tenant_color(&env, 1, "#200000").await;
+    let mut bridge = env.start_bridge();
+    eventually("both tenants on the landlord", || async {
+        (landlord_color(&env, 1).await.as_deref() == Some("#200000")
+            && landlord_color(&env, 0).await.is_some())
+        .then_some(())
+    })
+    .await;
+
+    set_reachable(&env.tenants[1].database, false).await;
+    set_landlord_color(&env, 1, "#200001").await;
+    set_landlord_color(&env, 0, "#100001").await;
+    eventually("the healthy tenant keeps syncing", || async {
+        (tenant_color(&env, 0).await.as_deref() == Some("#100001")).then_some(())
+    })
+    .await;
+    set_tenant_color(&env, 0, "#100002").await;
+    eventually(
+        "the healthy tenant keeps syncing to the landlord",
+        || async { (landlord_color(&env, 0).await.as_deref() == Some("#100002")).then_some(()) },
+    )
+    .await;
+
+    set_reachable(&env.tenants[1].database, true).await;
+    eventually(
+        "the recovered tenant received the landlord change",
+        || async { (tenant_color(&env, 1).await.as_deref() == Some("#200001")).then_some(()) },
+    )
+    .await;
+    set_tenant_color(&env, 1, "#200002").await;
+    eventually("and syncs again", || async {
+        (landlord_color(&env, 1).await.as_deref() == Some("#200002")).then_some(())
+    })
+    .await;
+    assert!(
+        bridge.log_text().contains("unreachable"),
+        "the outage is reported"
+    );
+    assert!(bridge.stop().success(), "{}", bridge.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_landlord_outage_pauses_applying_while_tenants_keep_streaming_to_kafka() {
+    let env = TestEnv::new("landlorddown", 1).await;
+    set_tenant_color(&env, 0, "#300000").await;
+    let mut bridge = env.start_bridge();
+    wait_streaming(&bridge, 2).await;
+    eventually("tenant on the landlord", || async {
+        (landlord_color(&env, 0).await.is_some()).then_some(())
+    })
+    .await;
+
+    set_reachable(&env.landlord_db, false).await;
+    let before = change_events(&env.topic).len();
+    set_tenant_color(&env, 0, "#300001").await;
+    eventually(
+        "the tenant change reached Kafka during the outage",
+        || async { (change_events(&env.topic).len() > before).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    set_reachable(&env.landlord_db, true).await;
+    eventually("applied once the landlord is back", || async {
+        (landlord_color(&env, 0).await.as_deref() == Some("#300001")).then_some(())
+    })
+    .await;
+    assert!(bridge.stop().success(), "{}", bridge.log_text());
+}
