@@ -25,6 +25,7 @@ use tokio_postgres::Client;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, Secret, TableConfig};
+use crate::dead_letter::{DeadLetterError, DeadLetters};
 use crate::direction::{self, gate, Directions, Gate};
 use crate::envelope::{Envelope, Op, Side};
 use crate::kafka::{self, KafkaSetupError};
@@ -45,6 +46,8 @@ const NO_VERSION: &str = "1970-01-01 00:00:00+00";
 pub enum ApplierError {
     #[error(transparent)]
     Setup(#[from] KafkaSetupError),
+    #[error(transparent)]
+    DeadLetter(#[from] DeadLetterError),
     #[error("Kafka consumer failed: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error(transparent)]
@@ -85,11 +88,16 @@ pub struct Applier {
     pending_reconcile: BTreeSet<String>,
     /// Tenants whose database failed; skipped until reconciled.
     unreachable: BTreeSet<String>,
+    dead_letters: DeadLetters,
+    /// Registry and directions were read at least once (changes are
+    /// detected against the previous read from then on).
+    loaded: bool,
 }
 
 impl Applier {
     pub fn new(config: Arc<Config>) -> Result<Self, ApplierError> {
         let consumer = kafka::consumer(&config.kafka)?;
+        let dead_letters_config = config.kafka.clone();
         consumer.subscribe(&[config.kafka.topic.as_str()])?;
         let directions = Directions::new(config.sync.default_direction, HashMap::new());
         Ok(Applier {
@@ -101,6 +109,8 @@ impl Applier {
             refreshed: None,
             pending_reconcile: BTreeSet::new(),
             unreachable: BTreeSet::new(),
+            dead_letters: DeadLetters::new(&dead_letters_config)?,
+            loaded: false,
         })
     }
 
@@ -192,15 +202,21 @@ impl Applier {
 
     async fn apply_batch(&mut self, batch: &[OwnedMessage]) -> Result<(), ApplierError> {
         self.refresh_if_due(batch.is_empty()).await?;
-        let envelopes: Vec<Envelope> = batch.iter().filter_map(decode).collect();
-        if envelopes
+        let mut decoded: Vec<(&OwnedMessage, Envelope)> = Vec::with_capacity(batch.len());
+        for message in batch {
+            match Envelope::from_json(message.payload().unwrap_or_default()) {
+                Ok(envelope) => decoded.push((message, envelope)),
+                Err(error) => self.dead_letters.send(message, &error.to_string()).await?,
+            }
+        }
+        if decoded
             .iter()
-            .any(|e| !self.tenants.contains_key(&e.tenant.id))
+            .any(|(_, e)| !self.tenants.contains_key(&e.tenant.id))
         {
             self.refresh_if_due(true).await?;
         }
-        let mut groups: BTreeMap<TargetDbKey, Vec<&Envelope>> = BTreeMap::new();
-        for envelope in &envelopes {
+        let mut groups: BTreeMap<TargetDbKey, Vec<(&OwnedMessage, &Envelope)>> = BTreeMap::new();
+        for (message, envelope) in &decoded {
             match gate(
                 self.directions.of(&envelope.tenant.id),
                 envelope.origin.side,
@@ -208,24 +224,30 @@ impl Applier {
                 Gate::Apply => groups
                     .entry(target_of(envelope))
                     .or_default()
-                    .push(envelope),
+                    .push((message, envelope)),
                 Gate::Paused => count("paused", 1),
                 Gate::DirectionOff => count("direction_off", 1),
             }
         }
-        for (target, envelopes) in groups {
+        for (target, items) in groups {
             if let TargetDbKey::Tenant(id) = &target {
                 if self.unreachable.contains(id) {
-                    count("deferred", envelopes.len() as u64);
+                    count("deferred", items.len() as u64);
                     continue;
                 }
             }
-            let result = self.apply_group(target.clone(), &envelopes).await;
-            match (result, &target) {
-                (Err(error), TargetDbKey::Tenant(id)) if is_unavailable(&error) => {
-                    self.defer_tenant(id, envelopes.len(), &error)
+            let envelopes: Vec<&Envelope> = items.iter().map(|(_, e)| *e).collect();
+            match (self.apply_group(target.clone(), &envelopes).await, &target) {
+                (Ok(rejected), _) => {
+                    for (index, reason) in rejected {
+                        self.dead_letters.send(items[index].0, &reason).await?;
+                    }
                 }
-                (result, _) => result?,
+                // Whatever fails on a tenant database as a whole (down,
+                // table missing, bridge columns not installed yet) delays
+                // that tenant only.
+                (Err(error), TargetDbKey::Tenant(id)) => self.defer_tenant(id, items.len(), &error),
+                (Err(error), TargetDbKey::Landlord) => return Err(error),
             }
         }
         self.close_idle_connections();
@@ -261,7 +283,11 @@ impl Applier {
         let config = Arc::clone(&self.config);
         let landlord = self.target_db(&TargetDbKey::Landlord).await?;
         let directions = direction::load(&landlord.client, &config).await?;
-        if self.refreshed.is_some() {
+        if !self.loaded {
+            // Changes skipped while paused (or while this applier was down)
+            // are only in the databases: reconcile every tenant once.
+            self.pending_reconcile.extend(tenants.keys().cloned());
+        } else {
             let joined = tenants.keys().filter(|id| !self.tenants.contains_key(*id));
             let redirected = tenants
                 .keys()
@@ -275,6 +301,7 @@ impl Applier {
         self.tenants = tenants;
         self.directions = directions;
         self.refreshed = Some(Instant::now());
+        self.loaded = true;
         self.reconcile_pending().await;
         Ok(())
     }
@@ -325,16 +352,18 @@ impl Applier {
             &tenant_ref,
         )
         .await?;
+        let mut rejected = Vec::new();
         if gate(direction, Side::Tenant) == Gate::Apply && !from_tenant.is_empty() {
-            self.apply_group(
-                TargetDbKey::Landlord,
-                &from_tenant.iter().collect::<Vec<_>>(),
-            )
-            .await?;
+            let envelopes: Vec<&Envelope> = from_tenant.iter().collect();
+            rejected.extend(self.apply_group(TargetDbKey::Landlord, &envelopes).await?);
         }
         if gate(direction, Side::Landlord) == Gate::Apply && !from_landlord.is_empty() {
-            self.apply_group(tenant_key, &from_landlord.iter().collect::<Vec<_>>())
-                .await?;
+            let envelopes: Vec<&Envelope> = from_landlord.iter().collect();
+            rejected.extend(self.apply_group(tenant_key, &envelopes).await?);
+        }
+        for (_, reason) in rejected {
+            // Nothing to dead-letter: the row stays in its source database.
+            error!(tenant = %id, %reason, "a row cannot be reconciled; fix it and it syncs on its next change");
         }
         info!(tenant = %id, direction = direction.as_str(), "tenant reconciled");
         Ok(())
@@ -344,15 +373,9 @@ impl Applier {
         &mut self,
         target: TargetDbKey,
         envelopes: &[&Envelope],
-    ) -> Result<(), ApplierError> {
-        let changes = match self.changes_for(&target, envelopes) {
-            Some(changes) => changes,
-            None => {
-                error!(target = ?target, "tenant is not in the registry; its landlord changes cannot be applied");
-                count("failed", envelopes.len() as u64);
-                return Ok(());
-            }
-        };
+    ) -> Result<Vec<(usize, String)>, ApplierError> {
+        let changes = self.changes_for(&target, envelopes);
+        let mut rejected = Vec::new();
         let config = Arc::clone(&self.config);
         let db = self.target_db(&target).await?;
         let label = db.label.clone();
@@ -369,9 +392,19 @@ impl Applier {
             .await
             .map_err(|e| target_err(e.into()))?;
         let mut outcomes: HashMap<&'static str, u64> = HashMap::new();
-        for (envelope, change) in envelopes.iter().zip(changes) {
+        for (index, (envelope, change)) in envelopes.iter().zip(changes).enumerate() {
+            let change = match change {
+                Ok(change) => change,
+                Err(reason) => {
+                    rejected.push((index, reason));
+                    continue;
+                }
+            };
             let Some(table) = config.table(&envelope.table) else {
-                warn!(table = %envelope.table, "message for a table that is not configured; skipped");
+                rejected.push((
+                    index,
+                    format!("table {} is not configured on this bridge", envelope.table),
+                ));
                 continue;
             };
             let target_table = target_table(
@@ -392,11 +425,10 @@ impl Applier {
                 Ok(Outcome::Stale) => "stale",
                 Err(e) if e.is_transient() => return Err(target_err(e)),
                 Err(e) => {
-                    error!(tenant = %envelope.tenant.id, table = %envelope.table, database = %label, error = %e, "change cannot be applied; skipped");
                     tx.batch_execute("ROLLBACK TO SAVEPOINT change")
                         .await
                         .map_err(|e| target_err(e.into()))?;
-                    *outcomes.entry("failed").or_default() += 1;
+                    rejected.push((index, format!("{label}: {e}")));
                     continue;
                 }
             };
@@ -410,29 +442,37 @@ impl Applier {
             count(outcome, n);
         }
         observe_latency(envelopes);
-        Ok(())
+        Ok(rejected)
     }
 
-    /// Translates envelopes into the target's key and columns; `None` when
-    /// the target tenant is unknown.
-    fn changes_for(&self, target: &TargetDbKey, envelopes: &[&Envelope]) -> Option<Vec<Change>> {
+    /// Translates envelopes into the target's key and columns; an error
+    /// names why one cannot be routed (it goes to the dead-letter topic).
+    fn changes_for(
+        &self,
+        target: &TargetDbKey,
+        envelopes: &[&Envelope],
+    ) -> Vec<Result<Change, String>> {
         envelopes
             .iter()
             .map(|e| {
-                let table = self.config.table(&e.table);
-                let key = match (target, table) {
-                    (_, None) => Vec::new(),
-                    (TargetDbKey::Landlord, Some(t)) => self.landlord_key(e, t)?,
-                    (TargetDbKey::Tenant(_), Some(t)) => {
-                        self.tenants.get(&e.tenant.id)?;
-                        t.tenant_row_key
-                            .iter()
-                            .cloned()
-                            .zip(t.tenant_row_key_value.iter().cloned().map(Some))
-                            .collect()
+                let Some(table) = self.config.table(&e.table) else {
+                    return Ok(change_from(e, Vec::new()));
+                };
+                let unknown = || {
+                    format!(
+                        "tenant {} is not in the registry (check tenants.registry_query)",
+                        e.tenant.id
+                    )
+                };
+                let key = match target {
+                    TargetDbKey::Landlord => self.landlord_key(e, table).ok_or_else(unknown)?,
+                    TargetDbKey::Tenant(id) => {
+                        self.tenants.get(id).ok_or_else(unknown)?;
+                        let values = table.tenant_row_key_value.iter().cloned().map(Some);
+                        table.tenant_row_key.iter().cloned().zip(values).collect()
                     }
                 };
-                Some(change_from(e, key))
+                Ok(change_from(e, key))
             })
             .collect()
     }
@@ -514,7 +554,12 @@ fn change_from(envelope: &Envelope, key: Vec<ColumnText>) -> Change {
             .version
             .clone()
             .unwrap_or_else(|| NO_VERSION.to_string()),
-        side: envelope.origin.side.as_str().to_string(),
+        // The side that wrote the version, which is what the tie-break compares.
+        side: envelope
+            .source
+            .unwrap_or(envelope.origin.side)
+            .as_str()
+            .to_string(),
         is_delete: envelope.op == Op::Delete,
     }
 }
@@ -576,28 +621,6 @@ async fn target_table<'t>(
         );
     }
     Ok(tables.get_mut(&table.name).expect("just inserted"))
-}
-
-fn decode(message: &OwnedMessage) -> Option<Envelope> {
-    let payload = message.payload().unwrap_or_default();
-    match Envelope::from_json(payload) {
-        Ok(envelope) => Some(envelope),
-        Err(error) => {
-            count("failed", 1);
-            error!(partition = message.partition(), offset = message.offset(), %error, "undecodable message skipped");
-            None
-        }
-    }
-}
-
-/// Errors that mean "this database is not reachable now" rather than
-/// "this change is wrong".
-fn is_unavailable(error: &ApplierError) -> bool {
-    match error {
-        ApplierError::Db(e) => e.is_transient(),
-        ApplierError::Target { source, .. } => source.is_transient(),
-        _ => false,
-    }
 }
 
 fn set_target_up(tenants: &HashMap<String, Tenant>, id: &str, up: bool) {

@@ -33,26 +33,23 @@ pub enum Role {
 pub async fn run(config: Arc<Config>, role: Role, trigger: ShutdownTrigger) -> anyhow::Result<()> {
     crate::preflight::check(&config).await?;
     kafka::ensure_topic(&config.kafka).await?;
-    let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
+    let mut tasks: tokio::task::JoinSet<anyhow::Result<()>> = tokio::task::JoinSet::new();
     if role != Role::Applier {
         let config = Arc::clone(&config);
         let shutdown = trigger.subscribe();
-        tasks.push(tokio::spawn(
-            async move { run_readers(config, shutdown).await },
-        ));
+        tasks.spawn(async move { run_readers(config, shutdown).await });
     }
     if role != Role::Reader {
         let applier = Applier::new(Arc::clone(&config))?;
         let shutdown = trigger.subscribe();
-        tasks.push(tokio::spawn(
-            async move { Ok(applier.run(shutdown).await?) },
-        ));
+        tasks.spawn(async move { Ok(applier.run(shutdown).await?) });
     }
     let mut first_error = None;
-    for task in tasks {
-        let result = task.await.map_err(anyhow::Error::from).and_then(|r| r);
+    // Whichever role ends first with an error stops the others: a process
+    // that silently runs only half of the bridge would look healthy.
+    while let Some(result) = tasks.join_next().await {
+        let result = result.map_err(anyhow::Error::from).and_then(|r| r);
         if let Err(error) = result {
-            // One role failing for good stops the others too.
             trigger.trigger();
             first_error.get_or_insert(error);
         }

@@ -30,6 +30,8 @@ pub struct SourceTable {
     /// The bridge-managed version column, whose value becomes the
     /// envelope's `version`.
     pub version_column: String,
+    /// The bridge-managed source column (which side wrote the version).
+    pub source_column: String,
 }
 
 /// Where the rows come from: fixed for one reader.
@@ -152,7 +154,7 @@ pub fn column_text(table: &SourceTable, tuple: &TupleData, column: &str) -> Opti
 
 /// Builds the envelope for an insert/update (`new` given) or a delete.
 pub fn row_envelope(
-    source: &SourceContext,
+    context: &SourceContext,
     tenant: &TenantRef,
     table: &SourceTable,
     txn: &TxnInfo,
@@ -172,12 +174,20 @@ pub fn row_envelope(
     let mut key = BTreeMap::new();
     let mut columns = BTreeMap::new();
     let mut version = None;
+    let mut source = None;
     for ((name, type_name), value) in table.columns.iter().zip(values) {
         if table.key_columns.contains(name) {
             key.insert(name.clone(), value.clone().unwrap_or(None));
         }
         if *name == table.version_column {
             version = value.clone().unwrap_or(None);
+        }
+        if *name == table.source_column {
+            source = value
+                .clone()
+                .unwrap_or(None)
+                .as_deref()
+                .and_then(Side::parse);
         }
         if op == Op::Delete || table.excluded.contains(name) {
             continue;
@@ -193,8 +203,9 @@ pub fn row_envelope(
         op,
         table: table.name.clone(),
         tenant: tenant.clone(),
-        origin: origin(source, txn),
+        origin: origin(context, txn),
         version,
+        source,
         key,
         columns,
     })
@@ -256,6 +267,7 @@ pub fn delete_envelope(
         table: tombstone.table,
         tenant: tenant.clone(),
         origin: origin(source, txn),
+        source: Side::parse(&tombstone.side),
         version: Some(tombstone.version),
         key: tombstone.key,
         columns: BTreeMap::new(),
@@ -279,6 +291,7 @@ mod tests {
             key_columns: vec!["id".into()],
             excluded: vec!["secret_note".into()],
             version_column: "cdc_version".into(),
+            source_column: "cdc_source".into(),
         }
     }
 

@@ -114,7 +114,7 @@ impl<'a> ChangeStream<'a> {
                     self.on_message(message).await?;
                 }
                 acked = self.delivery.poll(), if self.delivery.in_flight() > 0 => acked?,
-                _ = tick.tick() => self.report(false).await?,
+                _ = tick.tick() => self.report().await?,
                 _ = cleanup.tick() => self.expire_tombstones().await?,
                 _ = shutdown.wait() => break,
             }
@@ -135,7 +135,7 @@ impl<'a> ChangeStream<'a> {
             }
         }
         self.count_acknowledged();
-        self.report(false).await?;
+        self.report().await?;
         self.conn.close().await;
         info!(database = %self.source.database, confirmed = %self.delivery.confirmable(), "reader stopped cleanly");
         Ok(())
@@ -154,7 +154,7 @@ impl<'a> ChangeStream<'a> {
                 self.server_position = self.server_position.max(wal_end);
                 self.delivery.tracker().idle_advance(wal_end);
                 if reply_requested {
-                    self.report(true).await?;
+                    self.report().await?;
                 }
                 Ok(())
             }
@@ -357,10 +357,10 @@ impl<'a> ChangeStream<'a> {
 
     /// Sends a standby status update with the confirmable position (also the
     /// periodic heartbeat, and the answer to a keepalive that asks).
-    async fn report(&mut self, reply_requested: bool) -> Result<(), ReaderError> {
+    async fn report(&mut self) -> Result<(), ReaderError> {
         let confirmed = self.delivery.confirmable();
         self.conn
-            .send_status(confirmed, reply_requested)
+            .send_status(confirmed)
             .await
             .map_err(ReaderError::replication(&self.source.database))?;
         let m = metrics();

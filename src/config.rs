@@ -198,6 +198,9 @@ pub struct KafkaConfig {
     /// `retention.ms` of the topic when the bridge creates it (-1 = forever).
     #[serde(default = "default_retention_ms")]
     pub retention_ms: i64,
+    /// Dead-letter topic (default: `{topic}.dlq`).
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
     /// Consumer group of the applier.
     #[serde(default = "default_consumer_group")]
     pub consumer_group: String,
@@ -216,8 +219,11 @@ fn default_partitions() -> i32 {
 fn default_replication_factor() -> i32 {
     1
 }
+/// `delete` with unlimited retention keeps every change: both sides and all
+/// rows of a tenant share its key, so compaction would keep only the last
+/// message of a tenant, which is not always its newest version.
 fn default_cleanup_policy() -> String {
-    "compact".to_string()
+    "delete".to_string()
 }
 fn default_retention_ms() -> i64 {
     -1
@@ -421,6 +427,14 @@ fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         problem: problem.into(),
+    }
+}
+
+impl KafkaConfig {
+    pub fn dead_letter_topic(&self) -> String {
+        self.dead_letter_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.dlq", self.topic))
     }
 }
 

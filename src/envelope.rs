@@ -30,6 +30,14 @@ pub enum Side {
 }
 
 impl Side {
+    pub fn parse(text: &str) -> Option<Side> {
+        match text {
+            "tenant" => Some(Side::Tenant),
+            "landlord" => Some(Side::Landlord),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Side::Tenant => "tenant",
@@ -142,6 +150,11 @@ pub struct Envelope {
     pub origin: Origin,
     /// The row's sync version, when the table has a version column.
     pub version: Option<String>,
+    /// The side that wrote this row version (the row's source column).
+    /// Equals `origin.side` for live changes; a snapshot or reconcile may
+    /// read a version the other side wrote. Absent: `origin.side`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Side>,
     /// Row key on the source side (text form), e.g. `{"id": "1"}`.
     pub key: BTreeMap<String, Option<String>>,
     /// Every synced column of the row; empty for deletes.
@@ -216,6 +229,7 @@ mod tests {
                 xid: Some(812),
             },
             version: None,
+            source: None,
             key: BTreeMap::from([("id".to_string(), Some("1".to_string()))]),
             columns,
         }

@@ -95,27 +95,35 @@ pub fn consumer(config: &KafkaConfig) -> Result<StreamConsumer, KafkaSetupError>
         .map_err(client_error(config))
 }
 
-/// Creates the change topic if it does not exist (idempotent).
+/// Creates the change topic and the dead-letter topic if they do not
+/// exist (idempotent). Dead letters are kept until deleted by hand.
 pub async fn ensure_topic(config: &KafkaConfig) -> Result<(), KafkaSetupError> {
     let admin: AdminClient<DefaultClientContext> =
         base_config(config).create().map_err(client_error(config))?;
     let retention = config.retention_ms.to_string();
-    let topic = NewTopic::new(
+    let dead_letter_topic = config.dead_letter_topic();
+    let changes = NewTopic::new(
         &config.topic,
         config.partitions,
         TopicReplication::Fixed(config.replication_factor),
     )
     .set("cleanup.policy", &config.cleanup_policy)
     .set("retention.ms", &retention);
+    let dead_letters = NewTopic::new(
+        &dead_letter_topic,
+        config.partitions,
+        TopicReplication::Fixed(config.replication_factor),
+    )
+    .set("cleanup.policy", "delete")
+    .set("retention.ms", "-1");
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results =
-        admin
-            .create_topics([&topic], &options)
-            .await
-            .map_err(|e| KafkaSetupError::Topic {
-                topic: config.topic.clone(),
-                reason: e.to_string(),
-            })?;
+    let results = admin
+        .create_topics([&changes, &dead_letters], &options)
+        .await
+        .map_err(|e| KafkaSetupError::Topic {
+            topic: config.topic.clone(),
+            reason: e.to_string(),
+        })?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

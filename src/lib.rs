@@ -23,6 +23,7 @@ pub mod capture;
 pub mod change_stream;
 pub mod config;
 pub mod conflict;
+pub mod dead_letter;
 pub mod delivery;
 pub mod direction;
 pub mod envelope;

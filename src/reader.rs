@@ -343,16 +343,30 @@ pub(crate) fn source_table(
         key_columns: side_key_columns(side, table),
         excluded,
         version_column: config.sync.version_column.clone(),
+        source_column: config.sync.source_column.clone(),
     }
 }
 
 /// The tenant a row belongs to, given the value of its tenant key column
-/// (ignored for tenant databases); `None` for a landlord row of a tenant the
-/// registry does not list (it cannot be routed, so it is skipped).
+/// (ignored for tenant databases); `None` only for a landlord row without a
+/// tenant key. A landlord row of a tenant the directory does not list yet
+/// (registered in the same transaction, say) is still sent, with an empty
+/// slug: the applier reads the registry again before it routes it.
 pub(crate) fn row_tenant(owner: &RowOwner, tenant_id: Option<&str>) -> Option<TenantRef> {
     match owner {
         RowOwner::Tenant(tenant) => Some(tenant.clone()),
-        RowOwner::Landlord(directory) => directory.get(tenant_id?).map(|t| t.tenant_ref()),
+        RowOwner::Landlord(directory) => {
+            let id = tenant_id?;
+            Some(
+                directory
+                    .get(id)
+                    .map(|t| t.tenant_ref())
+                    .unwrap_or_else(|| TenantRef {
+                        id: id.to_string(),
+                        slug: String::new(),
+                    }),
+            )
+        }
     }
 }
 

@@ -33,11 +33,37 @@ impl Tenant {
     /// live on several servers (e.g. `host={db_host} port={db_port}`).
     pub fn dsn(&self, template: &Secret) -> Secret {
         let mut dsn = template.expose().to_string();
+        let url = dsn.contains("://");
         for (field, value) in &self.fields {
-            dsn = dsn.replace(&format!("{{{field}}}"), value.as_deref().unwrap_or(""));
+            let value = dsn_value(value.as_deref().unwrap_or(""), url);
+            dsn = dsn.replace(&format!("{{{field}}}"), &value);
         }
-        Secret::new(dsn.replace("{database_name}", &self.database_name))
+        Secret::new(dsn)
     }
+}
+
+/// A registry value made safe for a DSN, so that it cannot add keys (a
+/// database name like `x host=elsewhere` must stay one value).
+fn dsn_value(value: &str, url: bool) -> String {
+    if url {
+        return value
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+    }
+    if !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return value.to_string();
+    }
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 /// The registered tenants by id, shared between the discovery loop (which
@@ -144,6 +170,18 @@ mod tests {
         .unwrap();
         let dsn = t.dsn(&Secret::new("port={db_port} dbname={database_name}"));
         assert_eq!(dsn.expose(), "port=5433 dbname=t");
+    }
+
+    #[test]
+    fn registry_values_cannot_inject_dsn_keys() {
+        let t = parse_registry_row(r#"{"id": "1", "slug": "a", "database_name": "x host=evil"}"#)
+            .unwrap();
+        let dsn = t.dsn(&Secret::new("host=h dbname={database_name}"));
+        assert_eq!(dsn.expose(), "host=h dbname='x host=evil'");
+        let config: tokio_postgres::Config = dsn.expose().parse().unwrap();
+        assert_eq!(config.get_dbname(), Some("x host=evil"));
+        let url = t.dsn(&Secret::new("postgres://u@h/{database_name}"));
+        assert_eq!(url.expose(), "postgres://u@h/x%20host%3Devil");
     }
 
     #[test]

@@ -137,6 +137,7 @@ impl ReplicationConnection {
             ("client_encoding", "UTF8"),
             // Version timestamps then print in one zone everywhere.
             ("TimeZone", "UTC"),
+            ("DateStyle", "ISO"),
         ];
         frontend::startup_message(params.iter().copied(), &mut self.write_buf)?;
         self.flush().await?;
@@ -304,18 +305,15 @@ impl ReplicationConnection {
 
     /// Standby status update: everything up to `confirmed` is durably
     /// handled by us and may be released by the server.
-    pub async fn send_status(
-        &mut self,
-        confirmed: Lsn,
-        reply_requested: bool,
-    ) -> Result<(), ReplicationError> {
+    pub async fn send_status(&mut self, confirmed: Lsn) -> Result<(), ReplicationError> {
         let mut payload = BytesMut::with_capacity(34);
         payload.put_u8(b'r');
         payload.put_u64(confirmed.0); // written
         payload.put_u64(confirmed.0); // flushed
         payload.put_u64(confirmed.0); // applied
         payload.put_i64(pg_now_micros());
-        payload.put_u8(u8::from(reply_requested));
+        // We never ask the server to answer a status update.
+        payload.put_u8(0);
         frontend::CopyData::new(payload.freeze())?.write(&mut self.write_buf);
         self.flush().await
     }
