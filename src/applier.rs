@@ -231,6 +231,15 @@ impl Applier {
         }
         for (target, items) in groups {
             if let TargetDbKey::Tenant(id) = &target {
+                if !self.tenants.contains_key(id) {
+                    let reason = format!(
+                        "tenant {id} is not in the registry (check tenants.registry_query)"
+                    );
+                    for (message, _) in &items {
+                        self.dead_letters.send(message, &reason).await?;
+                    }
+                    continue;
+                }
                 if self.unreachable.contains(id) {
                     count("deferred", items.len() as u64);
                     continue;
@@ -376,6 +385,7 @@ impl Applier {
     ) -> Result<Vec<(usize, String)>, ApplierError> {
         let changes = self.changes_for(&target, envelopes);
         let mut rejected = Vec::new();
+        let mut schema_suspect = false;
         let config = Arc::clone(&self.config);
         let db = self.target_db(&target).await?;
         let label = db.label.clone();
@@ -429,6 +439,9 @@ impl Applier {
                         .await
                         .map_err(|e| target_err(e.into()))?;
                     rejected.push((index, format!("{label}: {e}")));
+                    // The table may have changed (a column type, a new
+                    // column): read its columns again next time.
+                    schema_suspect = true;
                     continue;
                 }
             };
@@ -438,6 +451,9 @@ impl Applier {
                 .map_err(|e| target_err(e.into()))?;
         }
         tx.commit().await.map_err(|e| target_err(e.into()))?;
+        if schema_suspect {
+            db.tables.clear();
+        }
         for (outcome, n) in outcomes {
             count(outcome, n);
         }

@@ -66,8 +66,20 @@ enum Command {
         #[command(subcommand)]
         action: DirectionAction,
     },
+    /// Messages that could not be applied (see the dead-letter topic).
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+    },
     /// Check the configuration file and print it with secrets redacted.
     CheckConfig,
+}
+
+#[derive(Subcommand)]
+enum DeadLetterAction {
+    /// Send every dead letter not re-driven before back to the change topic
+    /// (after fixing the cause: a missing tenant, a column type, ...).
+    Redrive,
 }
 
 #[derive(Subcommand)]
@@ -121,6 +133,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Run { role } => run(config, role).await,
         Command::Teardown { drop_slots } => run_teardown(&config, drop_slots).await,
         Command::Direction { action } => run_direction(&config, action).await,
+        Command::DeadLetters {
+            action: DeadLetterAction::Redrive,
+        } => {
+            let count = cdc_bridge::dead_letter::redrive(&config.kafka).await?;
+            println!(
+                "re-drove {count} dead letters from {} to {}",
+                config.kafka.dead_letter_topic(),
+                config.kafka.topic
+            );
+            Ok(())
+        }
         Command::CheckConfig => {
             println!("{config:#?}");
             Ok(())

@@ -8,13 +8,13 @@ use crate::config::Secret;
 /// A failure talking to one database, naming which one.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("cannot connect to database {database} ({dsn}): {source}; check the DSN and that the server is up")]
+    #[error("cannot connect to database {database} ({dsn}): {}; check the DSN and that the server is up", describe(source))]
     Connect {
         database: String,
         dsn: String,
         source: tokio_postgres::Error,
     },
-    #[error("query `{what}` failed on database {database}: {source}")]
+    #[error("query `{what}` failed on database {database}: {}", describe(source))]
     Query {
         database: String,
         what: String,
@@ -43,6 +43,15 @@ impl DbError {
             DbError::Query { source, .. } => is_transient_pg(source),
             DbError::Registry(_) | DbError::MissingTable { .. } => false,
         }
+    }
+}
+
+/// The server's own message (and SQLSTATE) of an error; tokio-postgres
+/// prints only "db error" for those.
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => error.to_string(),
     }
 }
 
@@ -101,8 +110,12 @@ pub fn quote_literal(value: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnInfo {
     pub name: String,
-    /// `format_type()` text, usable in a cast.
+    /// `format_type()` text with the modifier, e.g. `character varying(7)`.
     pub type_name: String,
+    /// The type without modifier, e.g. `character varying`: casting to it and
+    /// letting the assignment apply the modifier makes a too-long value an
+    /// error instead of silently truncating it.
+    pub base_type: String,
 }
 
 /// Columns of a table, in order; `MissingTable` when it does not exist.
@@ -111,7 +124,7 @@ pub async fn table_columns(
     database: &str,
     table: &str,
 ) -> Result<Vec<ColumnInfo>, DbError> {
-    let sql = "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
+    let sql = "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), format_type(a.atttypid, NULL)
                  FROM pg_attribute a
                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
                 ORDER BY a.attnum";
@@ -130,6 +143,7 @@ pub async fn table_columns(
         .map(|r| ColumnInfo {
             name: r.get(0),
             type_name: r.get(1),
+            base_type: r.get(2),
         })
         .collect())
 }

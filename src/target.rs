@@ -49,7 +49,7 @@ pub enum Outcome {
 pub enum TargetError {
     #[error("target table {table} has no column {column}; add it or fix the configuration")]
     MissingColumn { table: String, column: String },
-    #[error("database rejected the write: {0}")]
+    #[error("database rejected the write: {}", crate::postgres::describe(.0))]
     Database(#[from] tokio_postgres::Error),
 }
 
@@ -73,7 +73,7 @@ pub struct TargetTable {
     tombstones: String,
     source_column: String,
     version_column: String,
-    /// Column name to `format_type()` name.
+    /// Column name to its type without modifier (cast target).
     columns: HashMap<String, String>,
     /// Prepared statements by SQL text (the column set varies per message).
     statements: HashMap<String, Statement>,
@@ -90,7 +90,7 @@ impl TargetTable {
             ),
             source_column: quote_ident(&config.sync.source_column),
             version_column: quote_ident(&config.sync.version_column),
-            columns: columns.into_iter().map(|c| (c.name, c.type_name)).collect(),
+            columns: columns.into_iter().map(|c| (c.name, c.base_type)).collect(),
             statements: HashMap::new(),
         }
     }
@@ -301,6 +301,7 @@ mod tests {
         let column = |name: &str, type_name: &str| ColumnInfo {
             name: name.into(),
             type_name: type_name.into(),
+            base_type: type_name.split('(').next().unwrap_or_default().to_string(),
         };
         TargetTable::new(
             &config,
@@ -318,7 +319,7 @@ mod tests {
         let sql = table()
             .upsert_sql(&["tenant_db_id", "primary_color"], 1)
             .unwrap();
-        assert!(sql.contains("CAST($1::text AS bigint), CAST($2::text AS character varying(7)), $3::text, $4::text::timestamptz"), "{sql}");
+        assert!(sql.contains("CAST($1::text AS bigint), CAST($2::text AS character varying), $3::text, $4::text::timestamptz"), "{sql}");
         assert!(sql.contains("ON CONFLICT (\"tenant_db_id\") DO UPDATE SET \"primary_color\" = EXCLUDED.\"primary_color\""), "{sql}");
         assert!(sql.contains("WHERE (cur.\"cdc_version\", cur.\"cdc_source\") < (EXCLUDED.\"cdc_version\", EXCLUDED.\"cdc_source\")"), "{sql}");
         assert!(

@@ -343,9 +343,16 @@ impl Drop for Bridge {
     }
 }
 
-/// Every envelope in a topic, read from the beginning up to the current end.
-pub fn topic_envelopes(topic: &str) -> Vec<serde_json::Value> {
+/// A message as read back: payload and the dead-letter reason header.
+pub struct RawMessage {
+    pub payload: Vec<u8>,
+    pub reason: Option<String>,
+}
+
+/// Every message in a topic, read from the beginning up to the current end.
+pub fn topic_messages(topic: &str) -> Vec<RawMessage> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Headers;
     use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", kafka_brokers())
@@ -382,13 +389,45 @@ pub fn topic_envelopes(topic: &str) -> Vec<serde_json::Value> {
     while !ends.is_empty() && start.elapsed() < DEADLINE {
         if let Some(message) = consumer.poll(Duration::from_millis(200)) {
             let message = message.unwrap();
-            out.push(serde_json::from_slice(message.payload().unwrap()).unwrap());
+            let reason = message.headers().and_then(|h| {
+                h.iter()
+                    .find(|h| h.key == "cdc-bridge-error")
+                    .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+            });
+            out.push(RawMessage {
+                payload: message.payload().unwrap_or_default().to_vec(),
+                reason,
+            });
             if message.offset() + 1 >= ends[&message.partition()] {
                 ends.remove(&message.partition());
             }
         }
     }
     out
+}
+
+/// Every envelope in a topic, read from the beginning up to the current end.
+pub fn topic_envelopes(topic: &str) -> Vec<serde_json::Value> {
+    topic_messages(topic)
+        .iter()
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .collect()
+}
+
+/// Produces one message (as a foreign producer would) and waits for Kafka.
+pub async fn produce(topic: &str, key: &str, payload: &[u8]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()
+        .unwrap();
+    producer
+        .send(
+            FutureRecord::to(topic).key(key).payload(payload),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
 }
 
 /// Change events (not snapshots) in the topic.
