@@ -136,7 +136,8 @@ impl Applier {
     async fn next_batch(&self) -> Result<Vec<OwnedMessage>, ApplierError> {
         let idle = Duration::from_secs(self.config.tenants.rediscover_interval_secs);
         let first = match tokio::time::timeout(idle, self.consumer.recv()).await {
-            Ok(message) => message?.detach(),
+            Ok(Ok(message)) => message.detach(),
+            Ok(Err(error)) => return consumer_trouble(error).await,
             Err(_) => return Ok(Vec::new()),
         };
         let mut batch = vec![first];
@@ -144,8 +145,9 @@ impl Applier {
             tokio::time::Instant::now() + Duration::from_millis(self.config.applier.batch_wait_ms);
         while batch.len() < self.config.applier.batch_size {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                Ok(message) => batch.push(message?.detach()),
-                Err(_) => break,
+                Ok(Ok(message)) => batch.push(message.detach()),
+                // What was received so far is applied; the error shows again.
+                Ok(Err(_)) | Err(_) => break,
             }
         }
         Ok(batch)
@@ -637,6 +639,16 @@ async fn target_table<'t>(
         );
     }
     Ok(tables.get_mut(&table.name).expect("just inserted"))
+}
+
+/// A consumer error (Kafka unreachable, a rebalance) is not fatal: librdkafka
+/// reconnects by itself, so wait a moment and poll again.
+async fn consumer_trouble(
+    error: rdkafka::error::KafkaError,
+) -> Result<Vec<OwnedMessage>, ApplierError> {
+    warn!(%error, "Kafka consumer error; retrying");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(Vec::new())
 }
 
 fn set_target_up(tenants: &HashMap<String, Tenant>, id: &str, up: bool) {

@@ -127,7 +127,7 @@ fn landlord_spec(config: &Config, directory: &TenantDirectory) -> anyhow::Result
 /// Starts readers for new tenants and stops those no longer listed.
 async fn reconcile(
     config: &Arc<Config>,
-    producer: &rdkafka::producer::FutureProducer,
+    producer: &crate::kafka::Producer,
     running: &mut Readers,
     tenants: Vec<Tenant>,
     parent: &Shutdown,

@@ -6,9 +6,10 @@
 
 use std::time::Duration;
 
+use crate::kafka::Producer;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::error;
 
@@ -35,7 +36,7 @@ pub enum DeadLetterError {
 /// Writes dead letters (and waits until Kafka has them, so that skipping
 /// the original loses nothing).
 pub struct DeadLetters {
-    producer: FutureProducer,
+    producer: Producer,
     topic: String,
 }
 

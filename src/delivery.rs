@@ -10,11 +10,12 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::kafka::Producer;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::lsn::Lsn;
@@ -44,7 +45,7 @@ pub const MAX_IN_FLIGHT: usize = 100_000;
 
 /// One source's events on their way to Kafka.
 pub struct Delivery {
-    producer: FutureProducer,
+    producer: Producer,
     topic: std::sync::Arc<str>,
     tracker: AckTracker,
     in_flight: FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = Acked> + Send>>>,
@@ -52,7 +53,7 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn new(producer: FutureProducer, topic: String, start: Lsn) -> Self {
+    pub fn new(producer: Producer, topic: String, start: Lsn) -> Self {
         Delivery {
             producer,
             topic: topic.into(),
@@ -139,6 +140,7 @@ impl Delivery {
     ) -> Result<(), DeliveryError> {
         match result {
             Ok(Ok(_)) => {
+                crate::metrics::metrics().kafka_up.set(1);
                 self.tracker.acked(seq);
                 self.acknowledged += 1;
                 Ok(())

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::StreamConsumer;
@@ -56,9 +57,31 @@ fn client_error(config: &KafkaConfig) -> impl FnOnce(KafkaError) -> KafkaSetupEr
     }
 }
 
+/// Client context that turns librdkafka's connection errors into the
+/// `cdc_kafka_up` metric (and so the health endpoint); a successful
+/// delivery sets it back (see `delivery`).
+#[derive(Clone, Default)]
+pub struct KafkaContext;
+
+impl ClientContext for KafkaContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        use rdkafka::types::RDKafkaErrorCode::{AllBrokersDown, BrokerTransportFailure};
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(AllBrokersDown | BrokerTransportFailure)
+        ) {
+            crate::metrics::metrics().kafka_up.set(0);
+        }
+        tracing::warn!(%error, reason, "Kafka client error");
+    }
+}
+
+/// The producer type used everywhere.
+pub type Producer = FutureProducer<KafkaContext>;
+
 /// The reader's producer: idempotent, every write acknowledged by all
 /// in-sync replicas, retried forever (the LSN is not confirmed until then).
-pub fn producer(config: &KafkaConfig) -> Result<FutureProducer, KafkaSetupError> {
+pub fn producer(config: &KafkaConfig) -> Result<Producer, KafkaSetupError> {
     let defaults = [
         ("linger.ms", "5"),
         ("compression.type", "lz4"),
@@ -71,7 +94,7 @@ pub fn producer(config: &KafkaConfig) -> Result<FutureProducer, KafkaSetupError>
         ("message.timeout.ms", "0"),
     ];
     client_config(config, &defaults, &forced)
-        .create()
+        .create_with_context(KafkaContext)
         .map_err(client_error(config))
 }
 

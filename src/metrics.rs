@@ -11,6 +11,7 @@ pub const REPLICATION_LAG_BYTES: &str = "cdc_replication_lag_bytes";
 pub const SOURCE_UP: &str = "cdc_source_up";
 pub const ECHO_SUPPRESSED: &str = "cdc_reader_echo_suppressed_total";
 pub const TARGET_UP: &str = "cdc_applier_target_up";
+pub const KAFKA_UP: &str = "cdc_kafka_up";
 pub const EVENTS_APPLIED: &str = "cdc_applier_events_total";
 pub const END_TO_END_SECONDS: &str = "cdc_end_to_end_latency_seconds";
 
@@ -25,6 +26,8 @@ pub struct Metrics {
     pub replication_lag_bytes: IntGaugeVec,
     /// 1 while the reader of a database is streaming, by database.
     pub source_up: IntGaugeVec,
+    /// 0 after the producer lost every broker, 1 again after a delivery.
+    pub kafka_up: prometheus::IntGauge,
     /// 0 while the applier cannot reach a tenant database, by database.
     pub target_up: IntGaugeVec,
     /// Row events dropped because the applier wrote them (loop prevention).
@@ -69,6 +72,12 @@ impl Metrics {
             "1 while the database is streaming",
             &["database"],
         );
+        let kafka_up = prometheus::IntGauge::new(KAFKA_UP, "0 while Kafka is unreachable")
+            .expect("valid metric");
+        registry
+            .register(Box::new(kafka_up.clone()))
+            .expect("unique metric");
+        kafka_up.set(1);
         let target_up = gauge(
             TARGET_UP,
             "0 while the applier cannot reach the database",
@@ -99,6 +108,7 @@ impl Metrics {
             confirmed_lsn,
             replication_lag_bytes,
             source_up,
+            kafka_up,
             target_up,
             echo_suppressed,
             events_applied,

@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::producer::FutureProducer;
+use crate::kafka::Producer;
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
@@ -114,7 +114,7 @@ pub fn slot_name(prefix: &str, database: &str) -> String {
 pub async fn supervise(
     spec: SourceSpec,
     config: Arc<Config>,
-    producer: FutureProducer,
+    producer: Producer,
     mut shutdown: Shutdown,
 ) {
     let mut backoff = Duration::from_millis(500);
@@ -149,7 +149,7 @@ pub async fn supervise(
 pub async fn run_source(
     spec: &SourceSpec,
     config: &Config,
-    producer: FutureProducer,
+    producer: Producer,
     shutdown: Shutdown,
 ) -> Result<(), ReaderError> {
     stream_source(spec, config, producer, shutdown, None).await
@@ -160,7 +160,7 @@ pub async fn run_source(
 pub async fn drain_source_to(
     spec: &SourceSpec,
     config: &Config,
-    producer: FutureProducer,
+    producer: Producer,
     end: Lsn,
 ) -> Result<(), ReaderError> {
     let (_trigger, shutdown) = crate::shutdown::channel();
@@ -170,7 +170,7 @@ pub async fn drain_source_to(
 async fn stream_source(
     spec: &SourceSpec,
     config: &Config,
-    producer: FutureProducer,
+    producer: Producer,
     shutdown: Shutdown,
     stop_at: Option<Lsn>,
 ) -> Result<(), ReaderError> {
@@ -266,7 +266,7 @@ async fn create_and_snapshot(
     config: &Config,
     slot: &str,
     (source, owner): (&SourceContext, &RowOwner),
-    producer: FutureProducer,
+    producer: Producer,
 ) -> Result<Lsn, ReaderError> {
     let db = source.database.as_str();
     let state_table = format!(

@@ -1,0 +1,118 @@
+//! A Kafka outage: the bridge keeps running, reports itself degraded,
+//! confirms nothing it has not delivered, and catches up with nothing lost.
+//! (Its own test binary: stopping the broker would disturb parallel tests.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, TestEnv};
+
+async fn landlord_color(env: &TestEnv, index: usize) -> Option<String> {
+    env.landlord_row(index)
+        .await
+        .and_then(|r| r.text("primary_color"))
+}
+
+async fn set_tenant_color(env: &TestEnv, index: usize, color: &str) {
+    env.tenant(index)
+        .await
+        .execute(
+            "INSERT INTO tenant_brandings (id, primary_color) VALUES (1, $1)
+             ON CONFLICT (id) DO UPDATE SET primary_color = EXCLUDED.primary_color",
+            &[&color],
+        )
+        .await
+        .unwrap();
+}
+
+/// Stops or starts the test stack's Kafka broker (scripts/test.sh exports
+/// STACK_DIR and KAFKA_PORT for this).
+fn kafka(command: &str) {
+    let stack_dir = std::env::var("STACK_DIR").expect("STACK_DIR is set by scripts/test.sh");
+    let status =
+        std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/stack.sh"))
+            .arg(command)
+            .env("STACK_DIR", stack_dir)
+            .status()
+            .unwrap();
+    assert!(status.success(), "stack.sh {command}");
+}
+
+async fn http_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    Some(response)
+}
+
+async fn confirmed_lsn(env: &TestEnv) -> String {
+    env.tenant(0)
+        .await
+        .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE database = current_database()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kafka_outage_degrades_health_confirms_nothing_new_and_catches_up() {
+    let env = TestEnv::new("kafkadown", 1).await;
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    std::fs::write(
+        &env.config_path,
+        text.replace("listen = \"\"", &format!("listen = \"127.0.0.1:{port}\"")),
+    )
+    .unwrap();
+    set_tenant_color(&env, 0, "#400000").await;
+    let mut bridge = env.start_bridge();
+    eventually("tenant on the landlord", || async {
+        (landlord_color(&env, 0).await.is_some()).then_some(())
+    })
+    .await;
+    eventually("healthy", || async {
+        http_get(port, "/health")
+            .await
+            .filter(|r| r.contains(" 200 "))
+    })
+    .await;
+
+    kafka("stop-kafka");
+    let before = confirmed_lsn(&env).await;
+    for i in 1..=20 {
+        set_tenant_color(&env, 0, &format!("#4{i:05}")).await;
+    }
+    eventually("health reports Kafka down", || async {
+        http_get(port, "/health")
+            .await
+            .filter(|r| r.contains(" 503 ") && r.contains("Kafka unreachable"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        confirmed_lsn(&env).await,
+        before,
+        "nothing undelivered is confirmed"
+    );
+
+    kafka("start-kafka");
+    eventually("every write applied after Kafka is back", || async {
+        (landlord_color(&env, 0).await.as_deref() == Some("#400020")).then_some(())
+    })
+    .await;
+    eventually("healthy again", || async {
+        http_get(port, "/health")
+            .await
+            .filter(|r| r.contains(" 200 "))
+    })
+    .await;
+    assert!(bridge.stop().success(), "{}", bridge.log_text());
+}
