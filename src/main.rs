@@ -66,6 +66,13 @@ enum Command {
         #[command(subcommand)]
         action: DirectionAction,
     },
+    /// Print the GRANT statements that let ROLE run the bridge with least
+    /// privilege (after `setup` was run by the tables' owner).
+    Grants {
+        /// The role `cdc-bridge run` connects as.
+        #[arg(long)]
+        role: String,
+    },
     /// Messages that could not be applied (see the dead-letter topic).
     DeadLetters {
         #[command(subcommand)]
@@ -144,6 +151,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Grants { role } => print_grants(&config, &role).await,
         Command::CheckConfig => {
             println!("{config:#?}");
             Ok(())
@@ -187,6 +195,30 @@ async fn run_setup(config: &Config) -> anyhow::Result<()> {
     kafka::ensure_topic(&config.kafka).await?;
     info!(topic = %config.kafka.topic, "Kafka topic ready");
     Ok(())
+}
+
+async fn print_grants(config: &Config, role: &str) -> anyhow::Result<()> {
+    let landlord_db = database_of(&config.landlord.dsn)?;
+    println!("-- ===== landlord database {landlord_db} =====");
+    for (name, sql) in setup::render_grants(config, Side::Landlord, role, &landlord_db) {
+        println!("-- {name}\n{sql}");
+    }
+    for tenant in load_tenants(config).await? {
+        println!("-- ===== tenant database {} =====", tenant.database_name);
+        for (name, sql) in setup::render_grants(config, Side::Tenant, role, &tenant.database_name) {
+            println!("-- {name}\n{sql}");
+        }
+    }
+    Ok(())
+}
+
+fn database_of(dsn: &cdc_bridge::config::Secret) -> anyhow::Result<String> {
+    let parsed: tokio_postgres::Config = dsn.expose().parse().context("landlord.dsn")?;
+    Ok(parsed
+        .get_dbname()
+        .or(parsed.get_user())
+        .unwrap_or("postgres")
+        .to_string())
 }
 
 async fn run_teardown(config: &Config, drop_slots: bool) -> anyhow::Result<()> {

@@ -20,6 +20,8 @@ pub enum DbError {
         what: String,
         source: tokio_postgres::Error,
     },
+    #[error("database {database} is not set up for the bridge and this role may not set it up ({reason}); run `cdc-bridge setup` as the table owner")]
+    Setup { database: String, reason: String },
     #[error("tenant registry: {0}")]
     Registry(String),
     #[error("table {table} does not exist in database {database}; run `cdc-bridge setup` after creating it, or fix the table name in the configuration")]
@@ -41,7 +43,7 @@ impl DbError {
         match self {
             DbError::Connect { .. } => true,
             DbError::Query { source, .. } => is_transient_pg(source),
-            DbError::Registry(_) | DbError::MissingTable { .. } => false,
+            DbError::Registry(_) | DbError::MissingTable { .. } | DbError::Setup { .. } => false,
         }
     }
 }

@@ -34,7 +34,7 @@ use crate::pgoutput::DecodeError;
 use crate::postgres::{connect, table_columns, DbError};
 use crate::registry::TenantDirectory;
 use crate::replication::{ReplicationConnection, ReplicationError};
-use crate::setup::{install, side_key_columns, side_table};
+use crate::setup::{ensure_installed, side_key_columns, side_table};
 use crate::shutdown::Shutdown;
 use crate::snapshot::send_snapshot;
 
@@ -176,7 +176,7 @@ async fn stream_source(
 ) -> Result<(), ReaderError> {
     let db = spec.database.as_str();
     let mut client = connect(&spec.dsn, db).await?;
-    install(&mut client, config, spec.side, db).await?;
+    ensure_installed(&mut client, config, spec.side, db).await?;
     let slot = slot_name(&config.replication.slot_prefix, db);
     let mut conn = ReplicationConnection::connect(spec.dsn.expose())
         .await

@@ -36,6 +36,12 @@ const TEARDOWN: &[Migration] = &[
     migration!("common/teardown_database.sql"),
 ];
 
+const GRANTS: &[Migration] = &[
+    migration!("common/grants.sql"),
+    migration!("common/grants_table.sql"),
+];
+const LANDLORD_GRANTS: &[Migration] = &[migration!("landlord/grants_registry.sql")];
+
 impl Migration {
     fn is_per_table(&self) -> bool {
         self.sql.contains("{{table}}")
@@ -143,6 +149,30 @@ pub fn render_side(config: &Config, side: Side) -> Vec<(String, String)> {
     render_all(config, side, &migrations(side))
 }
 
+/// The GRANT statements the role running `run` needs on one side.
+pub fn render_grants(
+    config: &Config,
+    side: Side,
+    role: &str,
+    database: &str,
+) -> Vec<(String, String)> {
+    let own: &[Migration] = match side {
+        Side::Tenant => &[],
+        Side::Landlord => LANDLORD_GRANTS,
+    };
+    let files: Vec<&Migration> = GRANTS.iter().chain(own).collect();
+    render_all(config, side, &files)
+        .into_iter()
+        .map(|(name, sql)| {
+            (
+                name,
+                sql.replace("{{role}}", &quote_ident(role))
+                    .replace("{{database}}", &quote_ident(database)),
+            )
+        })
+        .collect()
+}
+
 /// Every statement `teardown` runs on one side.
 pub fn render_teardown(config: &Config, side: Side) -> Vec<(String, String)> {
     render_all(config, side, &TEARDOWN.iter().collect::<Vec<_>>())
@@ -156,6 +186,73 @@ pub async fn install(
     database: &str,
 ) -> Result<(), DbError> {
     run_in_transaction(client, database, render_side(config, side)).await
+}
+
+/// Installs the migrations unless they are there already: `run` calls this
+/// for every database it starts, and the role `run` uses normally may not
+/// alter tables (see README, "Roles and grants").
+pub async fn ensure_installed(
+    client: &mut Client,
+    config: &Config,
+    side: Side,
+    database: &str,
+) -> Result<(), DbError> {
+    if is_installed(client, config, side, database).await? {
+        return Ok(());
+    }
+    install(client, config, side, database)
+        .await
+        .map_err(|e| match e {
+            DbError::Query { source, .. }
+                if source.code()
+                    == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
+            {
+                DbError::Setup {
+                    database: database.to_string(),
+                    reason: crate::postgres::describe(&source),
+                }
+            }
+            other => other,
+        })
+}
+
+/// Every synced table has the bridge's triggers and is published, and the
+/// bookkeeping tables exist.
+async fn is_installed(
+    client: &Client,
+    config: &Config,
+    side: Side,
+    database: &str,
+) -> Result<bool, DbError> {
+    let schema = &config.replication.bridge_schema;
+    let tables: Vec<String> = config
+        .tables
+        .iter()
+        .map(|t| quote_qualified(side_table(side, t)))
+        .collect();
+    let directions = match side {
+        Side::Landlord => format!("{}.tenant_directions", quote_ident(schema)),
+        Side::Tenant => format!("{}.tombstones", quote_ident(schema)),
+    };
+    let sql = "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL
+                  AND (SELECT count(*) FROM unnest($3::text[]) t
+                        WHERE EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(t) AND tgname = 'cdc_bridge_stamp')
+                          AND EXISTS (SELECT 1 FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid
+                                       WHERE p.pubname = $4 AND r.prrelid = to_regclass(t))) = cardinality($3::text[])";
+    let tombstones = format!("{}.tombstones", quote_ident(schema));
+    let row = client
+        .query_one(
+            sql,
+            &[
+                &tombstones,
+                &directions,
+                &tables,
+                &config.replication.publication,
+            ],
+        )
+        .await
+        .map_err(|e| DbError::query(database, "check setup", e))?;
+    Ok(row.get(0))
 }
 
 /// Removes what `install` created (bridge columns and their data included).

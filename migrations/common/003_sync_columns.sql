@@ -8,13 +8,15 @@
 --
 -- The applier's own writes (session setting cdc_bridge.applying = on) keep
 -- the source and version of the change they apply.
+-- The functions run as their owner (SECURITY DEFINER), so that application
+-- roles need no grant on the bridge's tables.
 -- Existing rows get version 1970-01-01 and this side as source: on the first
 -- sync the tie-break decides (tenant wins), and any later write wins.
 ALTER TABLE {{table}} ADD COLUMN IF NOT EXISTS {{source_column}} text NOT NULL DEFAULT {{side_literal}};
 ALTER TABLE {{table}} ADD COLUMN IF NOT EXISTS {{version_column}} timestamptz NOT NULL DEFAULT '1970-01-01 00:00:00+00';
 
 CREATE OR REPLACE FUNCTION {{schema}}.{{stamp_function}}() RETURNS trigger
-LANGUAGE plpgsql AS $bridge$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $bridge$
 DECLARE
     floor timestamptz;
     clock_offset interval := coalesce(nullif(current_setting('cdc_bridge.clock_offset', true), '')::interval, '0');
@@ -36,7 +38,7 @@ END
 $bridge$;
 
 CREATE OR REPLACE FUNCTION {{schema}}.{{tombstone_function}}() RETURNS trigger
-LANGUAGE plpgsql AS $bridge$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $bridge$
 DECLARE
     clock_offset interval := coalesce(nullif(current_setting('cdc_bridge.clock_offset', true), '')::interval, '0');
 BEGIN
