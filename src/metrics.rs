@@ -12,6 +12,7 @@ pub const SOURCE_UP: &str = "cdc_source_up";
 pub const ECHO_SUPPRESSED: &str = "cdc_reader_echo_suppressed_total";
 pub const TARGET_UP: &str = "cdc_applier_target_up";
 pub const KAFKA_UP: &str = "cdc_kafka_up";
+pub const SLOT_RECREATED: &str = "cdc_reader_slot_recreated_total";
 pub const EVENTS_APPLIED: &str = "cdc_applier_events_total";
 pub const END_TO_END_SECONDS: &str = "cdc_end_to_end_latency_seconds";
 
@@ -26,6 +27,8 @@ pub struct Metrics {
     pub replication_lag_bytes: IntGaugeVec,
     /// 1 while the reader of a database is streaming, by database.
     pub source_up: IntGaugeVec,
+    /// Slots found dropped or invalidated and created again (with a snapshot).
+    pub slot_recreated: IntCounterVec,
     /// 0 after the producer lost every broker, 1 again after a delivery.
     pub kafka_up: prometheus::IntGauge,
     /// 0 while the applier cannot reach a tenant database, by database.
@@ -72,6 +75,11 @@ impl Metrics {
             "1 while the database is streaming",
             &["database"],
         );
+        let slot_recreated = counter(
+            SLOT_RECREATED,
+            "Replication slots lost and created again",
+            &["database"],
+        );
         let kafka_up = prometheus::IntGauge::new(KAFKA_UP, "0 while Kafka is unreachable")
             .expect("valid metric");
         registry
@@ -108,6 +116,7 @@ impl Metrics {
             confirmed_lsn,
             replication_lag_bytes,
             source_up,
+            slot_recreated,
             kafka_up,
             target_up,
             echo_suppressed,

@@ -230,34 +230,63 @@ async fn resume_position(
         "{}.slot_state",
         crate::postgres::quote_ident(&config.replication.bridge_schema)
     );
+    let sql = format!(
+        "SELECT s.confirmed_flush_lsn::text, coalesce(s.wal_status, '') = 'lost',
+                EXISTS (SELECT 1 FROM {state_table} WHERE slot_name = $1)
+           FROM (SELECT 1) one LEFT JOIN pg_replication_slots s ON s.slot_name = $1"
+    );
     let row = client
-        .query_opt(
-            &format!(
-                "SELECT s.confirmed_flush_lsn::text, (SELECT count(*) FROM {state_table} WHERE slot_name = $1)
-                   FROM pg_replication_slots s WHERE s.slot_name = $1"
-            ),
-            &[&slot],
-        )
+        .query_one(&sql, &[&slot])
         .await
         .map_err(|e| ReaderError::sql(db, "read slot", e))?;
-    match row {
-        Some(row) if row.get::<_, i64>(1) > 0 => {
-            let lsn: Option<String> = row.get(0);
-            Ok(lsn.and_then(|l| l.parse().ok()))
-        }
-        Some(_) => {
+    let (confirmed, invalidated, snapshot_done): (Option<String>, bool, bool) =
+        (row.get(0), row.get(1), row.get(2));
+    match (confirmed, invalidated, snapshot_done) {
+        (Some(lsn), false, true) => Ok(lsn.parse().ok()),
+        (Some(_), false, false) => {
             warn!(
                 database = db,
                 slot, "slot exists but its snapshot never completed; dropping it to snapshot again"
             );
-            client
-                .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-                .await
-                .map_err(|e| ReaderError::sql(db, "drop unfinished slot", e))?;
+            drop_slot(client, slot, db).await?;
             Ok(None)
         }
-        None => Ok(None),
+        (Some(_), true, _) => {
+            slot_lost(
+                db,
+                slot,
+                "was invalidated (it fell behind max_slot_wal_keep_size)",
+            );
+            drop_slot(client, slot, db).await?;
+            Ok(None)
+        }
+        (None, _, true) => {
+            slot_lost(db, slot, "no longer exists (dropped by hand?)");
+            Ok(None)
+        }
+        (None, _, false) => Ok(None),
     }
+}
+
+/// A slot that carried changes is gone: the changes it held are lost to the
+/// stream, so the reader re-creates it and sends a fresh snapshot, which
+/// carries the current state of every row (the conflict rule makes the
+/// re-sent rows harmless where the other side is already newer).
+fn slot_lost(db: &str, slot: &str, what: &str) {
+    tracing::error!(
+        database = db,
+        slot,
+        "replication slot {what}; creating it again and re-sending a snapshot of the current rows"
+    );
+    metrics().slot_recreated.with_label_values(&[db]).inc();
+}
+
+async fn drop_slot(client: &Client, slot: &str, db: &str) -> Result<(), ReaderError> {
+    client
+        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await
+        .map_err(|e| ReaderError::sql(db, "drop slot", e))?;
+    Ok(())
 }
 
 async fn create_and_snapshot(
