@@ -419,15 +419,15 @@ impl Applier {
                 ));
                 continue;
             };
-            let target_table = target_table(
-                &mut db.tables,
-                &tx,
-                &config,
-                table,
-                side_of(&target),
-                &label,
-            )
-            .await?;
+            let side = side_of(&target);
+            let mut target_table =
+                load_target_table(&mut db.tables, &tx, &config, table, side, &label).await?;
+            if note_source_only_columns(&change, target_table, &config, table) {
+                // A column only the source had may exist on the target by now.
+                db.tables.remove(&table.name);
+                target_table =
+                    load_target_table(&mut db.tables, &tx, &config, table, side, &label).await?;
+            }
             tx.batch_execute("SAVEPOINT change")
                 .await
                 .map_err(|e| target_err(e.into()))?;
@@ -584,6 +584,31 @@ fn change_from(envelope: &Envelope, key: Vec<ColumnText>) -> Change {
 
 /// Keeps the columns the target has and that carry data. The registry
 /// columns of a landlord key move from the key to the columns here.
+/// Schema drift: a column only the source has is ignored (with one warning)
+/// until the target has it too. Returns true when the target's columns are
+/// worth reading again (they were read a while ago).
+fn note_source_only_columns(
+    change: &Change,
+    table: &mut TargetTable,
+    config: &Config,
+    table_config: &TableConfig,
+) -> bool {
+    let mut recheck = false;
+    for (column, _) in &change.columns {
+        if config.is_data_column(table_config, column) && !table.has_column(column) {
+            if table.first_time_missing(column) {
+                warn!(table = %table_config.name, %column, "column exists only on the source side; ignored until both sides have it");
+            }
+            recheck |= table.columns_age() > SCHEMA_RECHECK_INTERVAL;
+        }
+    }
+    recheck
+}
+
+/// How old the cached columns of a target table may be before a column
+/// seen only in the source makes the applier read them again.
+const SCHEMA_RECHECK_INTERVAL: Duration = Duration::from_secs(5);
+
 fn data_columns_only(
     mut change: Change,
     table: &TargetTable,
@@ -622,7 +647,7 @@ fn side_of(target: &TargetDbKey) -> Side {
     }
 }
 
-async fn target_table<'t>(
+async fn load_target_table<'t>(
     tables: &'t mut HashMap<String, TargetTable>,
     client: &impl tokio_postgres::GenericClient,
     config: &Config,

@@ -77,6 +77,10 @@ pub struct TargetTable {
     columns: HashMap<String, String>,
     /// Prepared statements by SQL text (the column set varies per message).
     statements: HashMap<String, Statement>,
+    /// When the columns were read (schema drift re-checks).
+    loaded_at: std::time::Instant,
+    /// Source-only columns already warned about.
+    warned: std::collections::HashSet<String>,
 }
 
 impl TargetTable {
@@ -92,7 +96,18 @@ impl TargetTable {
             version_column: quote_ident(&config.sync.version_column),
             columns: columns.into_iter().map(|c| (c.name, c.base_type)).collect(),
             statements: HashMap::new(),
+            loaded_at: std::time::Instant::now(),
+            warned: std::collections::HashSet::new(),
         }
+    }
+
+    /// True the first time a missing column is reported.
+    pub fn first_time_missing(&mut self, column: &str) -> bool {
+        self.warned.insert(column.to_string())
+    }
+
+    pub fn columns_age(&self) -> std::time::Duration {
+        self.loaded_at.elapsed()
     }
 
     /// Whether the target has this column (columns only one side has are
