@@ -315,6 +315,13 @@ pub struct HttpConfig {
     /// Override: `CDC_BRIDGE_HTTP_LISTEN`.
     #[serde(default = "default_http_listen")]
     pub listen: String,
+    /// Bearer token required by state-changing endpoints (which are off
+    /// without it). Override: `CDC_BRIDGE_HTTP_TOKEN` (or `_FILE`).
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// Also require the token for `/metrics`, `/health` and `/status`.
+    #[serde(default)]
+    pub protect_read_endpoints: bool,
 }
 
 fn default_http_listen() -> String {
@@ -325,6 +332,8 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: default_http_listen(),
+            token: None,
+            protect_read_endpoints: false,
         }
     }
 }
@@ -449,7 +458,13 @@ impl Config {
             path: path.display().to_string(),
             message,
         })?;
-        config.apply_env_overrides(|name| std::env::var(name).ok());
+        let from_files = secrets_from_files()?;
+        config.apply_env_overrides(|name| {
+            from_files
+                .get(name)
+                .cloned()
+                .or_else(|| std::env::var(name).ok())
+        });
         config.validate()?;
         Ok(config)
     }
@@ -470,6 +485,9 @@ impl Config {
         }
         if let Some(v) = get("CDC_BRIDGE_HTTP_LISTEN") {
             self.http.listen = v;
+        }
+        if let Some(v) = get("CDC_BRIDGE_HTTP_TOKEN") {
+            self.http.token = Some(Secret(v));
         }
     }
 
@@ -579,6 +597,32 @@ impl Config {
     pub fn table(&self, name: &str) -> Option<&TableConfig> {
         self.tables.iter().find(|t| t.name == name)
     }
+}
+
+/// Variables whose value may also come from a file named by `NAME_FILE`
+/// (Docker/Kubernetes secrets), so that no secret sits in the environment.
+const SECRET_VARIABLES: [&str; 3] = [
+    "CDC_BRIDGE_LANDLORD_DSN",
+    "CDC_BRIDGE_TENANT_DSN_TEMPLATE",
+    "CDC_BRIDGE_HTTP_TOKEN",
+];
+
+fn secrets_from_files() -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut values = BTreeMap::new();
+    for name in SECRET_VARIABLES {
+        let Ok(path) = std::env::var(format!("{name}_FILE")) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        values.insert(
+            name.to_string(),
+            text.trim_end_matches(['\n', '\r']).to_string(),
+        );
+    }
+    Ok(values)
 }
 
 /// Slot and publication names go into replication commands unquoted in

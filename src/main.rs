@@ -298,8 +298,9 @@ async fn run(config: Arc<Config>, role: Role) -> anyhow::Result<()> {
     if !config.http.listen.is_empty() {
         let listen = config.http.listen.parse().context("http.listen")?;
         let shutdown = trigger.subscribe();
+        let http_config = Arc::clone(&config);
         tokio::spawn(async move {
-            if let Err(e) = http::serve(listen, shutdown).await {
+            if let Err(e) = http::serve(http_config, listen, shutdown).await {
                 error!(%listen, error = %e, "HTTP endpoint failed; check http.listen");
             }
         });

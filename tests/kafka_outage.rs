@@ -39,20 +39,6 @@ fn kafka(command: &str) {
     assert!(status.success(), "stack.sh {command}");
 }
 
-async fn http_get(port: u16, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    Some(response)
-}
-
 async fn confirmed_lsn(env: &TestEnv) -> String {
     env.tenant(0)
         .await
@@ -65,13 +51,8 @@ async fn confirmed_lsn(env: &TestEnv) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kafka_outage_degrades_health_confirms_nothing_new_and_catches_up() {
     let env = TestEnv::new("kafkadown", 1).await;
-    let port = 20000 + (std::process::id() % 20000) as u16;
-    let text = std::fs::read_to_string(&env.config_path).unwrap();
-    std::fs::write(
-        &env.config_path,
-        text.replace("listen = \"\"", &format!("listen = \"127.0.0.1:{port}\"")),
-    )
-    .unwrap();
+    let port = common::http_port(0);
+    common::set_http(&env, port, "");
     set_tenant_color(&env, 0, "#400000").await;
     let mut bridge = env.start_bridge();
     eventually("tenant on the landlord", || async {
@@ -79,7 +60,7 @@ async fn a_kafka_outage_degrades_health_confirms_nothing_new_and_catches_up() {
     })
     .await;
     eventually("healthy", || async {
-        http_get(port, "/health")
+        common::http_request(port, "GET", "/health", None, "")
             .await
             .filter(|r| r.contains(" 200 "))
     })
@@ -91,7 +72,7 @@ async fn a_kafka_outage_degrades_health_confirms_nothing_new_and_catches_up() {
         set_tenant_color(&env, 0, &format!("#4{i:05}")).await;
     }
     eventually("health reports Kafka down", || async {
-        http_get(port, "/health")
+        common::http_request(port, "GET", "/health", None, "")
             .await
             .filter(|r| r.contains(" 503 ") && r.contains("Kafka unreachable"))
     })
@@ -109,7 +90,7 @@ async fn a_kafka_outage_degrades_health_confirms_nothing_new_and_catches_up() {
     })
     .await;
     eventually("healthy again", || async {
-        http_get(port, "/health")
+        common::http_request(port, "GET", "/health", None, "")
             .await
             .filter(|r| r.contains(" 200 "))
     })

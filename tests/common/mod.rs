@@ -501,3 +501,43 @@ pub async fn wait_streaming(bridge: &Bridge, sources: usize) {
     })
     .await;
 }
+
+/// A minimal HTTP/1.0 request to the bridge's endpoint; the raw response.
+pub async fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    Some(response)
+}
+
+/// A loopback port for this test process's HTTP endpoint.
+pub fn http_port(offset: u16) -> u16 {
+    20000 + (std::process::id() % 20000) as u16 + offset
+}
+
+/// Sets `[http]` of the written configuration.
+pub fn set_http(env: &TestEnv, port: u16, extra: &str) {
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    let text = text.replace(
+        "listen = \"\"",
+        &format!("listen = \"127.0.0.1:{port}\"\n{extra}"),
+    );
+    std::fs::write(&env.config_path, text).unwrap();
+}
