@@ -12,6 +12,7 @@
 #   PG_PORT     [55432]           PostgreSQL port on 127.0.0.1
 #   KAFKA_PORT  [59092]           Kafka broker port on 127.0.0.1 (controller: +1)
 #   PG_FSYNC    [on]              "off" makes throwaway test clusters faster
+#   PG_SSL_DIR  []                with server.crt/server.key: TLS on (tests)
 set -euo pipefail
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -89,6 +90,7 @@ shared_buffers = 256MB
 max_slot_wal_keep_size = 4GB
 EOF
         echo "host replication all 127.0.0.1/32 trust" >>"$data/pg_hba.conf"
+        if [[ -n "${PG_SSL_DIR:-}" ]]; then enable_ssl "$data"; fi
     fi
     if as_pg_user "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
         log "PostgreSQL already running on 127.0.0.1:$PG_PORT"
@@ -96,6 +98,22 @@ EOF
     fi
     as_pg_user "$PG_BIN/pg_ctl" -D "$data" -l "$STACK_DIR/pg/postgres.log" -w -t 60 start >/dev/null
     log "PostgreSQL 15 running on 127.0.0.1:$PG_PORT"
+}
+
+# Tests of TLS: server certificate from $PG_SSL_DIR (server.crt/key), and
+# the role tls_user may connect over TCP only with TLS.
+enable_ssl() {
+    local data=$1
+    cp "$PG_SSL_DIR/server.crt" "$PG_SSL_DIR/server.key" "$data/"
+    chmod 600 "$data/server.key"
+    if [[ $(id -u) -eq 0 ]]; then chown postgres: "$data/server.crt" "$data/server.key"; fi
+    printf "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n" >>"$data/postgresql.conf"
+    printf '%s\n' \
+        "local all all trust" \
+        "hostnossl all tls_user 127.0.0.1/32 reject" \
+        "hostnossl replication tls_user 127.0.0.1/32 reject" \
+        "host all all 127.0.0.1/32 trust" \
+        "host replication all 127.0.0.1/32 trust" >"$data/pg_hba.conf"
 }
 
 pg_down() {

@@ -75,6 +75,8 @@ pub struct Config {
     pub tables: Vec<TableConfig>,
     pub kafka: KafkaConfig,
     #[serde(default)]
+    pub postgres: PostgresConfig,
+    #[serde(default)]
     pub replication: ReplicationConfig,
     #[serde(default)]
     pub sync: SyncConfig,
@@ -230,6 +232,17 @@ fn default_retention_ms() -> i64 {
 }
 fn default_consumer_group() -> String {
     "cdc-bridge-applier".to_string()
+}
+
+/// Settings of every PostgreSQL connection.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// PEM file with the CA that signed the servers' certificates. Needed
+    /// for DSNs with `sslmode=require`; the certificate and host name are
+    /// verified.
+    #[serde(default)]
+    pub tls_root_cert: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -529,6 +542,21 @@ impl Config {
                 "and sync.version_column must be two different non-empty names",
             ));
         }
+        for (key, dsn) in [
+            ("landlord.dsn", &self.landlord.dsn),
+            (
+                "tenants.connection_template",
+                &self.tenants.connection_template,
+            ),
+        ] {
+            let requires_tls = dsn.expose().contains("sslmode=require");
+            if requires_tls && self.postgres.tls_root_cert.is_none() {
+                return Err(invalid(
+                    "postgres.tls_root_cert",
+                    format!("is required because {key} says sslmode=require: set it to the CA certificate (PEM)"),
+                ));
+            }
+        }
         if self.applier.batch_size == 0 {
             return Err(invalid("applier.batch_size", "must be at least 1"));
         }
@@ -697,6 +725,13 @@ mod tests {
         let text = format!("{MINIMAL}\n[replication]\nslot_prefix = \"Bad-Name\"");
         let err = Config::parse(&text).unwrap().validate().unwrap_err();
         assert!(err.to_string().contains("replication.slot_prefix"), "{err}");
+    }
+
+    #[test]
+    fn sslmode_require_without_a_root_certificate_names_the_key() {
+        let text = MINIMAL.replace("dbname=landlord", "dbname=landlord sslmode=require");
+        let err = Config::parse(&text).unwrap().validate().unwrap_err();
+        assert!(err.to_string().contains("postgres.tls_root_cert"), "{err}");
     }
 
     #[test]

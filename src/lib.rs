@@ -44,3 +44,4 @@ pub mod setup;
 pub mod shutdown;
 pub mod snapshot;
 pub mod target;
+pub mod tls;

@@ -131,6 +131,9 @@ fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let config = Arc::new(Config::load(&cli.config)?);
+    if let Some(root_cert) = &config.postgres.tls_root_cert {
+        cdc_bridge::tls::init(root_cert)?;
+    }
     match cli.command {
         Command::Setup { dry_run: true } => {
             print_setup_sql(&config);

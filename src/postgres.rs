@@ -69,23 +69,35 @@ pub fn is_transient_pg(error: &tokio_postgres::Error) -> bool {
     }
 }
 
-/// Opens a connection and drives it in the background.
+/// Opens a connection (with TLS when the DSN asks for it and a root
+/// certificate is configured) and drives it in the background.
 pub async fn connect(dsn: &Secret, database: &str) -> Result<Client, DbError> {
-    let (client, connection) =
-        tokio_postgres::connect(dsn.expose(), NoTls)
-            .await
-            .map_err(|source| DbError::Connect {
-                database: database.to_string(),
-                dsn: dsn.to_string(),
-                source,
-            })?;
+    let connect_error = |source| DbError::Connect {
+        database: database.to_string(),
+        dsn: dsn.to_string(),
+        source,
+    };
+    let parsed: tokio_postgres::Config = dsn.expose().parse().map_err(connect_error)?;
     let name = database.to_string();
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
+    let log_end = move |result: Result<(), tokio_postgres::Error>| {
+        if let Err(e) = result {
             tracing::debug!(database = %name, error = %e, "database connection ended");
         }
-    });
-    Ok(client)
+    };
+    let wants_tls = parsed.get_ssl_mode() != tokio_postgres::config::SslMode::Disable;
+    match crate::tls::client_config().filter(|_| wants_tls) {
+        Some(tls) => {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
+            let (client, connection) = parsed.connect(tls).await.map_err(connect_error)?;
+            tokio::spawn(async move { log_end(connection.await) });
+            Ok(client)
+        }
+        None => {
+            let (client, connection) = parsed.connect(NoTls).await.map_err(connect_error)?;
+            tokio::spawn(async move { log_end(connection.await) });
+            Ok(client)
+        }
+    }
 }
 
 /// Quotes an identifier for SQL (`"my ""table"""`).

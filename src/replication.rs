@@ -382,7 +382,7 @@ async fn open_stream(config: &tokio_postgres::Config) -> Result<Box<dyn Stream>,
                         )
                     })??;
             tcp.set_nodelay(true)?;
-            Box::new(tcp)
+            negotiate_tls(tcp, &name, config.get_ssl_mode()).await?
         }
         Host::Unix(dir) => {
             let path = dir.join(format!(".s.PGSQL.{port}"));
@@ -390,6 +390,44 @@ async fn open_stream(config: &tokio_postgres::Config) -> Result<Box<dyn Stream>,
         }
     };
     Ok(stream)
+}
+
+/// SSLRequest, then a TLS handshake if the server agrees (see `tls`).
+/// `sslmode=require` fails when TLS cannot be had; `prefer` falls back.
+async fn negotiate_tls(
+    mut tcp: TcpStream,
+    host: &str,
+    mode: tokio_postgres::config::SslMode,
+) -> Result<Box<dyn Stream>, ReplicationError> {
+    use tokio_postgres::config::SslMode;
+    let required = mode == SslMode::Require;
+    let Some(tls) = crate::tls::client_config().filter(|_| mode != SslMode::Disable) else {
+        if required {
+            return Err(ReplicationError::Dsn(
+                "sslmode=require needs postgres.tls_root_cert in the configuration".into(),
+            ));
+        }
+        return Ok(Box::new(tcp));
+    };
+    let mut request = BytesMut::new();
+    frontend::ssl_request(&mut request);
+    tcp.write_all(&request).await?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await?;
+    if answer[0] != b'S' {
+        if required {
+            return Err(ReplicationError::Auth(format!(
+                "server {host} does not offer TLS but sslmode=require"
+            )));
+        }
+        return Ok(Box::new(tcp));
+    }
+    let name = crate::tls::server_name(host)
+        .ok_or_else(|| ReplicationError::Dsn(format!("{host} is not a valid TLS server name")))?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await?;
+    Ok(Box::new(stream))
 }
 
 /// Splits one complete backend message (tag, body) off the buffer.

@@ -1,0 +1,203 @@
+//! TLS to PostgreSQL: with `sslmode=require` and `postgres.tls_root_cert`,
+//! the replication and ordinary connections use TLS and verify the server.
+//! The cluster here rejects the bridge's role on plain TCP, so syncing at
+//! all proves TLS.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::eventually;
+use tokio_postgres::{Client, NoTls};
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl is installed");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it.
+fn make_certificates(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let subject_ca = "/CN=cdc-bridge test CA";
+    openssl(
+        dir,
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", subject_ca,
+            "-keyout", "ca.key", "-out", "ca.crt",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(dir.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
+    let sign = [
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+    ];
+    openssl(
+        dir,
+        &[
+            &sign[..],
+            &["-days", "2", "-extfile", "san.ext", "-out", "server.crt"],
+        ]
+        .concat(),
+    );
+}
+
+async fn connect(port: u16, db: &str) -> Client {
+    let dsn = format!("host=127.0.0.1 port={port} user=postgres dbname={db}");
+    let (client, connection) = tokio_postgres::connect(&dsn, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+async fn seed(port: u16) -> (Client, Client, Client) {
+    let admin = connect(port, "postgres").await;
+    for statement in [
+        "CREATE ROLE tls_user LOGIN SUPERUSER",
+        "CREATE DATABASE landlord",
+        "CREATE DATABASE tenant_a",
+    ] {
+        admin.batch_execute(statement).await.unwrap();
+    }
+    let landlord = connect(port, "landlord").await;
+    landlord
+        .batch_execute(include_str!("../scripts/seed/landlord.sql"))
+        .await
+        .unwrap();
+    landlord
+        .execute("INSERT INTO tenants (id, slug, numeric_id, database_name) VALUES (1, 'a', 1001, 'tenant_a')", &[])
+        .await
+        .unwrap();
+    let tenant = connect(port, "tenant_a").await;
+    tenant
+        .batch_execute(include_str!("../scripts/seed/tenant.sql"))
+        .await
+        .unwrap();
+    tenant
+        .execute(
+            "INSERT INTO tenant_brandings (id, primary_color) VALUES (1, '#7150a0')",
+            &[],
+        )
+        .await
+        .unwrap();
+    (admin, landlord, tenant)
+}
+
+fn config(port: u16, ca: &Path) -> String {
+    let dsn =
+        |db: &str| format!("host=127.0.0.1 port={port} user=tls_user sslmode=require dbname={db}");
+    format!(
+        r#"
+[landlord]
+dsn = "{landlord}"
+[tenants]
+connection_template = "{template}"
+rediscover_interval_secs = 1
+[[table]]
+name = "tenant_brandings"
+[table.landlord_registry_columns]
+tenant_slug = "slug"
+[kafka]
+brokers = "{brokers}"
+topic = "tls_{port}_{pid}.changes"
+partitions = 1
+consumer_group = "tls_{port}_{pid}"
+[replication]
+slot_prefix = "tls"
+[postgres]
+tls_root_cert = "{ca}"
+[http]
+listen = ""
+"#,
+        landlord = dsn("landlord"),
+        template = dsn("{database_name}"),
+        brokers = common::kafka_brokers(),
+        pid = std::process::id(),
+        ca = ca.display(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bridge_connects_with_verified_tls_when_the_dsn_requires_it() {
+    let port = common::pg_port() + 9;
+    let dir = std::env::temp_dir().join(format!("cdc-bridge-tls-{port}"));
+    let certs = dir.join("certs");
+    let stack = |command: &str| {
+        Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/stack.sh"))
+            .arg(command)
+            .env("STACK_DIR", dir.join("stack"))
+            .env("PG_PORT", port.to_string())
+            .env("PG_FSYNC", "off")
+            .env("PG_SSL_DIR", &certs)
+            .status()
+            .unwrap()
+    };
+    stack("down"); // a cluster left by an interrupted run
+    let _ = std::fs::remove_dir_all(&dir);
+    make_certificates(&certs);
+    assert!(stack("pg-up").success());
+    let (admin, landlord, tenant) = seed(port).await;
+    let config_path = dir.join("bridge.toml");
+    std::fs::write(&config_path, config(port, &certs.join("ca.crt"))).unwrap();
+    let mut bridge = common::Bridge::start(&config_path, &dir);
+
+    eventually("tenant row synced over TLS", || async {
+        let row = landlord
+            .query_opt("SELECT primary_color::text FROM tenant_brandings", &[])
+            .await
+            .unwrap()?;
+        (row.get::<_, Option<String>>(0).as_deref() == Some("#7150a0")).then_some(())
+    })
+    .await;
+    landlord
+        .execute("UPDATE tenant_brandings SET primary_color = '#7150a1'", &[])
+        .await
+        .unwrap();
+    eventually("landlord row synced over TLS", || async {
+        let row = tenant
+            .query_opt("SELECT primary_color::text FROM tenant_brandings", &[])
+            .await
+            .unwrap()?;
+        (row.get::<_, Option<String>>(0).as_deref() == Some("#7150a1")).then_some(())
+    })
+    .await;
+    let sql = "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl)
+                 FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.usename = 'tls_user'";
+    let row = admin.query_one(sql, &[]).await.unwrap();
+    let (encrypted, plain): (i64, i64) = (row.get(0), row.get(1));
+    let status = bridge.stop();
+    let log = bridge.log_text();
+    drop((tenant, landlord, admin));
+    stack("down");
+    assert!(
+        encrypted >= 2 && plain == 0,
+        "every connection uses TLS ({encrypted} with, {plain} without)"
+    );
+    assert!(status.success(), "{log}");
+}
