@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::postgres::connect;
+use tokio_postgres::error::SqlState;
+
+use crate::postgres::{connect, DbError};
 use crate::registry::load_tenants;
 
 /// A problem that makes running pointless until an operator fixes it.
@@ -41,9 +43,15 @@ pub async fn check(config: &Config) -> Result<(), PreflightError> {
     if wal_level != "logical" {
         return Err(PreflightError::WalLevel(wal_level));
     }
-    load_tenants(config)
-        .await
-        .map_err(|e| PreflightError::Landlord(format!("{e}; check tenants.registry_query")))?;
+    load_tenants(config).await.map_err(|e| {
+        let advice = match &e {
+            DbError::Query { source, .. } if source.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
+                "the bridge's role lacks privileges: apply what `cdc-bridge grants --role <role>` prints"
+            }
+            _ => "check tenants.registry_query",
+        };
+        PreflightError::Landlord(format!("{e}; {advice}"))
+    })?;
     check_kafka(config).await
 }
 

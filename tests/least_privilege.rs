@@ -78,3 +78,24 @@ async fn the_bridge_runs_as_a_role_with_only_the_documented_grants() {
     .await;
     assert!(bridge.stop().success(), "{}", bridge.log_text());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_role_without_the_grants_fails_at_start_naming_the_fix() {
+    let env = TestEnv::new("nogrants", 1).await;
+    let role = format!("{}_bare", env.prefix);
+    common::connect("postgres")
+        .await
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN REPLICATION NOSUPERUSER"))
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&env.config_path)
+        .unwrap()
+        .replace("user=postgres", &format!("user={role}"));
+    std::fs::write(&env.config_path, text).unwrap();
+    let (ok, output) = env.bridge_command(&["run"]);
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains("permission denied") && output.contains("cdc-bridge grants --role"),
+        "{output}"
+    );
+}
