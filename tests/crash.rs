@@ -7,7 +7,7 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use common::{change_events, eventually, wait_streaming, TestEnv};
+use common::{eventually, wait_streaming, TestEnv};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -81,17 +81,11 @@ async fn killing_the_bridge_ten_times_under_load_loses_nothing_and_converges() {
         written.extend(writer.await.unwrap());
     }
 
-    eventually(&format!("every write in Kafka (seed {seed})"), || async {
-        let seen: BTreeSet<String> = change_events(&env.topic)
-            .iter()
-            .filter_map(|e| {
-                e["columns"]["primary_color"]["value"]
-                    .as_str()
-                    .map(String::from)
-            })
-            .collect();
-        written.is_subset(&seen).then_some(())
-    })
+    common::wait_colors_in_kafka(
+        &env.topic,
+        &written,
+        &format!("every write in Kafka (seed {seed})"),
+    )
     .await;
     let landlord = env.landlord().await;
     let mut finals = HashMap::new();

@@ -5,7 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{change_events, eventually, wait_streaming, TestEnv};
+use common::{
+    change_events, eventually, landlord_color, set_landlord_color, set_tenant_color, tenant_color,
+    wait_streaming, TestEnv,
+};
 
 async fn set_reachable(database: &str, reachable: bool) {
     let admin = common::connect("postgres").await;
@@ -24,41 +27,6 @@ async fn set_reachable(database: &str, reachable: bool) {
             .await
             .unwrap();
     }
-}
-
-async fn landlord_color(env: &TestEnv, index: usize) -> Option<String> {
-    env.landlord_row(index)
-        .await
-        .and_then(|r| r.text("primary_color"))
-}
-
-async fn tenant_color(env: &TestEnv, index: usize) -> Option<String> {
-    env.tenant_row(index)
-        .await
-        .and_then(|r| r.text("primary_color"))
-}
-
-async fn set_landlord_color(env: &TestEnv, index: usize, color: &str) {
-    env.landlord()
-        .await
-        .execute(
-            "UPDATE tenant_brandings SET primary_color = $1 WHERE tenant_db_id = $2",
-            &[&color, &env.tenants[index].id],
-        )
-        .await
-        .unwrap();
-}
-
-async fn set_tenant_color(env: &TestEnv, index: usize, color: &str) {
-    env.tenant(index)
-        .await
-        .execute(
-            "INSERT INTO tenant_brandings (id, primary_color) VALUES (1, $1)
-             ON CONFLICT (id) DO UPDATE SET primary_color = EXCLUDED.primary_color",
-            &[&color],
-        )
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,25 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, TestEnv};
-
-async fn landlord_color(env: &TestEnv, index: usize) -> Option<String> {
-    env.landlord_row(index)
-        .await
-        .and_then(|r| r.text("primary_color"))
-}
-
-async fn set_tenant_color(env: &TestEnv, index: usize, color: &str) {
-    env.tenant(index)
-        .await
-        .execute(
-            "INSERT INTO tenant_brandings (id, primary_color) VALUES (1, $1)
-             ON CONFLICT (id) DO UPDATE SET primary_color = EXCLUDED.primary_color",
-            &[&color],
-        )
-        .await
-        .unwrap();
-}
+use common::{eventually, landlord_color, set_tenant_color, TestEnv};
 
 /// Stops or starts the test stack's Kafka broker (scripts/test.sh exports
 /// STACK_DIR and KAFKA_PORT for this).
@@ -85,11 +67,15 @@ async fn a_kafka_outage_degrades_health_confirms_nothing_new_and_catches_up() {
     );
 
     kafka("start-kafka");
-    eventually("every write applied after Kafka is back", || async {
-        (landlord_color(&env, 0).await.as_deref() == Some("#400020")).then_some(())
-    })
+    // The restarted broker reloads its coordinators first; allow for it.
+    let catch_up = Duration::from_secs(180);
+    common::eventually_within(
+        catch_up,
+        "every write applied after Kafka is back",
+        || async { (landlord_color(&env, 0).await.as_deref() == Some("#400020")).then_some(()) },
+    )
     .await;
-    eventually("healthy again", || async {
+    common::eventually_within(catch_up, "healthy again", || async {
         common::http_request(port, "GET", "/health", None, "")
             .await
             .filter(|r| r.contains(" 200 "))

@@ -60,18 +60,7 @@ async fn stopping_and_killing_the_bridge_during_writes_loses_no_write() {
 
     // Kafka is the durable history: every write must be in the topic.
     let expected: BTreeSet<String> = (1..=writes).map(|i| format!("#{i:06}")).collect();
-    eventually("every write in the Kafka topic", || async {
-        let seen: BTreeSet<String> = common::change_events(&env.topic)
-            .iter()
-            .filter_map(|e| {
-                e["columns"]["primary_color"]["value"]
-                    .as_str()
-                    .map(String::from)
-            })
-            .collect();
-        expected.is_subset(&seen).then_some(())
-    })
-    .await;
+    common::wait_colors_in_kafka(&env.topic, &expected, "every write in the Kafka topic").await;
     // And the landlord ends at the last write. Intermediate versions may be
     // skipped as stale when a restarted applier catches up from the tenant's
     // current row, which is the conflict rule working, not a loss.

@@ -5,21 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, wait_streaming, TestEnv};
+use common::{
+    eventually, landlord_color, set_landlord_color, set_tenant_color, tenant_color, wait_streaming,
+    TestEnv,
+};
 
 const SETTLE: Duration = Duration::from_millis(2500);
-
-async fn landlord_color(env: &TestEnv, index: usize) -> Option<String> {
-    env.landlord_row(index)
-        .await
-        .and_then(|r| r.text("primary_color"))
-}
-
-async fn tenant_color(env: &TestEnv, index: usize) -> Option<String> {
-    env.tenant_row(index)
-        .await
-        .and_then(|r| r.text("primary_color"))
-}
 
 async fn wait_landlord(env: &TestEnv, index: usize, color: &str) {
     eventually(&format!("landlord row {index} = {color}"), || async {
@@ -33,31 +24,6 @@ async fn wait_tenant(env: &TestEnv, index: usize, color: &str) {
         (tenant_color(env, index).await.as_deref() == Some(color)).then_some(())
     })
     .await;
-}
-
-async fn set_tenant_color(env: &TestEnv, index: usize, color: &str) {
-    env.tenant(index)
-        .await
-        .execute(
-            "INSERT INTO tenant_brandings (id, primary_color) VALUES (1, $1)
-             ON CONFLICT (id) DO UPDATE SET primary_color = EXCLUDED.primary_color",
-            &[&color],
-        )
-        .await
-        .unwrap();
-}
-
-async fn set_landlord_color(env: &TestEnv, index: usize, color: &str) {
-    let tenant = &env.tenants[index];
-    env.landlord()
-        .await
-        .execute(
-            "INSERT INTO tenant_brandings (tenant_db_id, tenant_slug, primary_color) VALUES ($1, $2, $3)
-             ON CONFLICT (tenant_db_id) DO UPDATE SET primary_color = EXCLUDED.primary_color",
-            &[&tenant.id, &tenant.slug, &color],
-        )
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

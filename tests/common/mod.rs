@@ -39,7 +39,16 @@ pub async fn connect(database: &str) -> Client {
 }
 
 /// Polls `check` until it returns `Some` or the deadline passes.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_within(DEADLINE, what, check).await
+}
+
+/// `eventually` with a deadline of its own (a broker restart is slow).
+pub async fn eventually_within<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -49,8 +58,8 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        if start.elapsed() > DEADLINE {
-            panic!("timed out after {DEADLINE:?} waiting for: {what}");
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for: {what}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -449,6 +458,26 @@ pub fn change_events(topic: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Waits until every one of `colors` is in a change event of the topic.
+pub async fn wait_colors_in_kafka(
+    topic: &str,
+    colors: &std::collections::BTreeSet<String>,
+    what: &str,
+) {
+    eventually(what, || async {
+        let seen: std::collections::BTreeSet<String> = change_events(topic)
+            .iter()
+            .filter_map(|e| {
+                e["columns"]["primary_color"]["value"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect();
+        colors.is_subset(&seen).then_some(())
+    })
+    .await;
+}
+
 /// Installs a trigger that logs every write to `tenant_brandings` in
 /// `write_log`, to count applies.
 pub async fn log_writes(client: &Client) {
@@ -540,4 +569,45 @@ pub fn set_http(env: &TestEnv, port: u16, extra: &str) {
         &format!("listen = \"127.0.0.1:{port}\"\n{extra}"),
     );
     std::fs::write(&env.config_path, text).unwrap();
+}
+
+/// The landlord row's `primary_color` of tenant `index`.
+pub async fn landlord_color(env: &TestEnv, index: usize) -> Option<String> {
+    env.landlord_row(index)
+        .await
+        .and_then(|r| r.text("primary_color"))
+}
+
+/// The tenant's own row's `primary_color`.
+pub async fn tenant_color(env: &TestEnv, index: usize) -> Option<String> {
+    env.tenant_row(index)
+        .await
+        .and_then(|r| r.text("primary_color"))
+}
+
+/// An application write on the tenant side (insert or update).
+pub async fn set_tenant_color(env: &TestEnv, index: usize, color: &str) {
+    env.tenant(index)
+        .await
+        .execute(
+            "INSERT INTO tenant_brandings (id, primary_color) VALUES (1, $1)
+             ON CONFLICT (id) DO UPDATE SET primary_color = EXCLUDED.primary_color",
+            &[&color],
+        )
+        .await
+        .unwrap();
+}
+
+/// An application write on the landlord side (insert or update).
+pub async fn set_landlord_color(env: &TestEnv, index: usize, color: &str) {
+    let tenant = &env.tenants[index];
+    env.landlord()
+        .await
+        .execute(
+            "INSERT INTO tenant_brandings (tenant_db_id, tenant_slug, primary_color) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant_db_id) DO UPDATE SET primary_color = EXCLUDED.primary_color",
+            &[&tenant.id, &tenant.slug, &color],
+        )
+        .await
+        .unwrap();
 }
