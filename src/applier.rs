@@ -14,6 +14,7 @@
 //! a partition's messages are applied in order, and one tenant's changes
 //! all go to one target per direction.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -286,13 +287,13 @@ impl Applier {
         if !force && self.refreshed.is_some_and(|at| at.elapsed() < interval) {
             return Ok(());
         }
-        let tenants: HashMap<String, Tenant> = load_tenants(&self.config)
+        let config = Arc::clone(&self.config);
+        let landlord = self.target_db(&TargetDbKey::Landlord).await?;
+        let tenants: HashMap<String, Tenant> = load_tenants(&landlord.client, &config)
             .await?
             .into_iter()
             .map(|t| (t.id.clone(), t))
             .collect();
-        let config = Arc::clone(&self.config);
-        let landlord = self.target_db(&TargetDbKey::Landlord).await?;
         let directions = direction::load(&landlord.client, &config).await?;
         if !self.loaded {
             // Changes skipped while paused (or while this applier was down)
@@ -518,41 +519,47 @@ impl Applier {
         if self.pool.get(key).is_some_and(|db| db.client.is_closed()) {
             self.pool.remove(key);
         }
-        if !self.pool.contains_key(key) {
-            let (label, dsn) = self.dsn_of(key)?;
-            let client = connect(&dsn, &label).await?;
-            let db = TargetDb {
-                label,
-                client,
-                tables: HashMap::new(),
-                last_used: Instant::now(),
-            };
-            self.pool.insert(key.clone(), db);
-        }
-        let db = self.pool.get_mut(key).expect("just inserted");
+        let db = match self.pool.entry(key.clone()) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                let (label, dsn) = dsn_of(&self.config, &self.tenants, key)?;
+                let client = connect(&dsn, &label).await?;
+                entry.insert(TargetDb {
+                    label,
+                    client,
+                    tables: HashMap::new(),
+                    last_used: Instant::now(),
+                })
+            }
+        };
         db.last_used = Instant::now();
         Ok(db)
-    }
-
-    fn dsn_of(&self, key: &TargetDbKey) -> Result<(String, Secret), ApplierError> {
-        match key {
-            TargetDbKey::Landlord => Ok(("landlord".to_string(), self.config.landlord.dsn.clone())),
-            TargetDbKey::Tenant(id) => {
-                let tenant = self.tenants.get(id).ok_or_else(|| {
-                    DbError::Registry(format!("tenant {id} is not in the registry"))
-                })?;
-                Ok((
-                    tenant.database_name.clone(),
-                    tenant.dsn(&self.config.tenants.connection_template),
-                ))
-            }
-        }
     }
 
     fn close_idle_connections(&mut self) {
         let idle = Duration::from_secs(self.config.applier.idle_connection_secs);
         self.pool
             .retain(|key, db| *key == TargetDbKey::Landlord || db.last_used.elapsed() < idle);
+    }
+}
+
+/// Label and DSN of a target database.
+fn dsn_of(
+    config: &Config,
+    tenants: &HashMap<String, Tenant>,
+    key: &TargetDbKey,
+) -> Result<(String, Secret), ApplierError> {
+    match key {
+        TargetDbKey::Landlord => Ok(("landlord".to_string(), config.landlord.dsn.clone())),
+        TargetDbKey::Tenant(id) => {
+            let tenant = tenants
+                .get(id)
+                .ok_or_else(|| DbError::Registry(format!("tenant {id} is not in the registry")))?;
+            Ok((
+                tenant.database_name.clone(),
+                tenant.dsn(&config.tenants.connection_template),
+            ))
+        }
     }
 }
 
@@ -655,15 +662,14 @@ async fn load_target_table<'t>(
     side: Side,
     database: &str,
 ) -> Result<&'t mut TargetTable, ApplierError> {
-    if !tables.contains_key(&table.name) {
-        let name = side_table(side, table);
-        let columns = table_columns(client.client(), database, name).await?;
-        tables.insert(
-            table.name.clone(),
-            TargetTable::new(config, &table.name, name, columns),
-        );
+    match tables.entry(table.name.clone()) {
+        Entry::Occupied(entry) => Ok(entry.into_mut()),
+        Entry::Vacant(entry) => {
+            let name = side_table(side, table);
+            let columns = table_columns(client.client(), database, name).await?;
+            Ok(entry.insert(TargetTable::new(config, &table.name, name, columns)))
+        }
     }
-    Ok(tables.get_mut(&table.name).expect("just inserted"))
 }
 
 /// A consumer error (Kafka unreachable, a rebalance) is not fatal: librdkafka

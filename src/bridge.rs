@@ -68,8 +68,10 @@ async fn run_readers(config: Arc<Config>, mut shutdown: Shutdown) -> anyhow::Res
     let mut running: Readers = HashMap::new();
     let mut landlord: Option<JoinHandle<()>> = None;
     let interval = Duration::from_secs(config.tenants.rediscover_interval_secs);
+    // One registry connection for all polls, opened again after a failure.
+    let mut registry: Option<tokio_postgres::Client> = None;
     loop {
-        match load_tenants(&config).await {
+        match poll_registry(&config, &mut registry).await {
             Ok(tenants) => {
                 directory.replace(&tenants);
                 // The landlord reader maps rows to tenants, so it starts
@@ -104,21 +106,23 @@ async fn run_readers(config: Arc<Config>, mut shutdown: Shutdown) -> anyhow::Res
     Ok(())
 }
 
+async fn poll_registry(
+    config: &Config,
+    registry: &mut Option<tokio_postgres::Client>,
+) -> Result<Vec<Tenant>, crate::postgres::DbError> {
+    let client = match registry.take().filter(|c| !c.is_closed()) {
+        Some(client) => client,
+        None => crate::postgres::connect(&config.landlord.dsn, "landlord").await?,
+    };
+    let tenants = load_tenants(&client, config).await?;
+    *registry = Some(client);
+    Ok(tenants)
+}
+
 fn landlord_spec(config: &Config, directory: &TenantDirectory) -> anyhow::Result<SourceSpec> {
-    let parsed: tokio_postgres::Config = config
-        .landlord
-        .dsn
-        .expose()
-        .parse()
-        .map_err(|e| anyhow::anyhow!("landlord.dsn is not a valid DSN: {e}"))?;
-    let database = parsed
-        .get_dbname()
-        .or(parsed.get_user())
-        .unwrap_or("landlord")
-        .to_string();
     Ok(SourceSpec {
         side: Side::Landlord,
-        database,
+        database: crate::postgres::database_name(&config.landlord.dsn)?,
         dsn: config.landlord.dsn.clone(),
         owner: RowOwner::Landlord(directory.clone()),
     })

@@ -151,11 +151,7 @@ fn read_pending(config: &KafkaConfig) -> Result<Pending, DeadLetterError> {
             source: e,
         })
     };
-    let mut client = rdkafka::ClientConfig::new();
-    client.set("bootstrap.servers", &config.brokers);
-    for (key, value) in &config.client {
-        client.set(key, value);
-    }
+    let mut client = kafka::base_config(config);
     client
         .set("group.id", format!("{}.redrive", config.consumer_group))
         .set("enable.auto.commit", "false")

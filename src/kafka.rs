@@ -46,7 +46,8 @@ fn client_config(
     client
 }
 
-fn base_config(config: &KafkaConfig) -> ClientConfig {
+/// Brokers plus the user's `kafka.client` settings, for any other client.
+pub(crate) fn base_config(config: &KafkaConfig) -> ClientConfig {
     client_config(config, &[], &[])
 }
 

@@ -13,7 +13,7 @@ use cdc_bridge::bridge::{self, Role};
 use cdc_bridge::config::{Config, Direction};
 use cdc_bridge::direction;
 use cdc_bridge::envelope::Side;
-use cdc_bridge::postgres::connect;
+use cdc_bridge::postgres::{connect, database_name};
 use cdc_bridge::reader::slot_name;
 use cdc_bridge::registry::load_tenants;
 use cdc_bridge::{http, kafka, setup, shutdown};
@@ -182,7 +182,7 @@ async fn run_setup(config: &Config) -> anyhow::Result<()> {
     let mut landlord = connect(&config.landlord.dsn, "landlord").await?;
     setup::install(&mut landlord, config, Side::Landlord, "landlord").await?;
     info!("landlord database ready");
-    for tenant in load_tenants(config).await? {
+    for tenant in load_tenants(&landlord, config).await? {
         let dsn = tenant.dsn(&config.tenants.connection_template);
         let mut client = connect(&dsn, &tenant.database_name).await?;
         setup::install(&mut client, config, Side::Tenant, &tenant.database_name)
@@ -201,12 +201,13 @@ async fn run_setup(config: &Config) -> anyhow::Result<()> {
 }
 
 async fn print_grants(config: &Config, role: &str) -> anyhow::Result<()> {
-    let landlord_db = database_of(&config.landlord.dsn)?;
+    let landlord_db = database_name(&config.landlord.dsn)?;
+    let landlord = connect(&config.landlord.dsn, "landlord").await?;
     println!("-- ===== landlord database {landlord_db} =====");
     for (name, sql) in setup::render_grants(config, Side::Landlord, role, &landlord_db) {
         println!("-- {name}\n{sql}");
     }
-    for tenant in load_tenants(config).await? {
+    for tenant in load_tenants(&landlord, config).await? {
         println!("-- ===== tenant database {} =====", tenant.database_name);
         for (name, sql) in setup::render_grants(config, Side::Tenant, role, &tenant.database_name) {
             println!("-- {name}\n{sql}");
@@ -215,22 +216,14 @@ async fn print_grants(config: &Config, role: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn database_of(dsn: &cdc_bridge::config::Secret) -> anyhow::Result<String> {
-    let parsed: tokio_postgres::Config = dsn.expose().parse().context("landlord.dsn")?;
-    Ok(parsed
-        .get_dbname()
-        .or(parsed.get_user())
-        .unwrap_or("postgres")
-        .to_string())
-}
-
 async fn run_teardown(config: &Config, drop_slots: bool) -> anyhow::Result<()> {
     let mut databases = vec![(
         Side::Landlord,
         "landlord".to_string(),
         config.landlord.dsn.clone(),
     )];
-    for tenant in load_tenants(config).await? {
+    let landlord = connect(&config.landlord.dsn, "landlord").await?;
+    for tenant in load_tenants(&landlord, config).await? {
         let dsn = tenant.dsn(&config.tenants.connection_template);
         databases.push((Side::Tenant, tenant.database_name, dsn));
     }
@@ -283,7 +276,7 @@ async fn run_direction(config: &Config, action: DirectionAction) -> anyhow::Resu
         DirectionAction::List => {
             let directions = direction::load(&client, config).await?;
             println!("default: {}", config.sync.default_direction.as_str());
-            for tenant in load_tenants(config).await? {
+            for tenant in load_tenants(&client, config).await? {
                 println!(
                     "{} ({}): {}",
                     tenant.id,

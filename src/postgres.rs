@@ -100,6 +100,21 @@ pub async fn connect(dsn: &Secret, database: &str) -> Result<Client, DbError> {
     }
 }
 
+/// The database a DSN names (libpq's default: the user name).
+pub fn database_name(dsn: &Secret) -> Result<String, DbError> {
+    let parsed: tokio_postgres::Config =
+        dsn.expose().parse().map_err(|source| DbError::Connect {
+            database: "?".to_string(),
+            dsn: dsn.to_string(),
+            source,
+        })?;
+    Ok(parsed
+        .get_dbname()
+        .or(parsed.get_user())
+        .unwrap_or("postgres")
+        .to_string())
+}
+
 /// Quotes an identifier for SQL (`"my ""table"""`).
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

@@ -43,7 +43,7 @@ pub async fn check(config: &Config) -> Result<(), PreflightError> {
     if wal_level != "logical" {
         return Err(PreflightError::WalLevel(wal_level));
     }
-    load_tenants(config).await.map_err(|e| {
+    load_tenants(&landlord, config).await.map_err(|e| {
         let advice = match &e {
             DbError::Query { source, .. } if source.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
                 "the bridge's role lacks privileges: apply what `cdc-bridge grants --role <role>` prints"
@@ -59,12 +59,9 @@ async fn check_kafka(config: &Config) -> Result<(), PreflightError> {
     let kafka = config.kafka.clone();
     let result = tokio::task::spawn_blocking(move || {
         use rdkafka::consumer::{BaseConsumer, Consumer};
-        let mut client = rdkafka::ClientConfig::new();
-        client.set("bootstrap.servers", &kafka.brokers);
-        for (key, value) in &kafka.client {
-            client.set(key, value);
-        }
-        let consumer: BaseConsumer = client.create().map_err(|e| e.to_string())?;
+        let consumer: BaseConsumer = crate::kafka::base_config(&kafka)
+            .create()
+            .map_err(|e| e.to_string())?;
         consumer
             .fetch_metadata(None, KAFKA_TIMEOUT)
             .map(|_| ())

@@ -6,7 +6,9 @@ use std::sync::{Arc, RwLock};
 
 use crate::config::{Config, Secret};
 use crate::envelope::TenantRef;
-use crate::postgres::{connect, DbError};
+use tokio_postgres::Client;
+
+use crate::postgres::DbError;
 
 /// One tenant as the registry lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,21 +87,11 @@ impl TenantDirectory {
             .get(id)
             .cloned()
     }
-
-    pub fn all(&self) -> Vec<Tenant> {
-        self.0
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
 }
 
 /// Reads the registry. Every column is fetched as text so that the query may
 /// return ids of any type.
-pub async fn load_tenants(config: &Config) -> Result<Vec<Tenant>, DbError> {
-    let client = connect(&config.landlord.dsn, "landlord").await?;
+pub async fn load_tenants(client: &Client, config: &Config) -> Result<Vec<Tenant>, DbError> {
     let wrapped = format!(
         "SELECT row_to_json(r)::text FROM ({}) r",
         config.tenants.registry_query.trim().trim_end_matches(';')

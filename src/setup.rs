@@ -1,7 +1,7 @@
 //! Installing what the bridge needs: the SQL in `migrations/` (rendered with
 //! the configured names) in the landlord and every tenant database, and the
-//! Kafka topic. Every step is idempotent, so `run` repeats it for each
-//! tenant it starts and `setup` can be run again at any time.
+//! Kafka topic. Every step is idempotent: `setup` can be run again at any
+//! time, and `run` installs it in a database that lacks it.
 
 use tokio_postgres::Client;
 

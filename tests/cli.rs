@@ -141,13 +141,10 @@ async fn a_landlord_without_logical_replication_fails_at_start_naming_wal_level(
     };
     assert!(run("pg-up").success());
     let env = TestEnv::new("wallevel", 0).await;
-    let (admin, conn) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let admin = common::connect_dsn(&format!(
+        "host=127.0.0.1 port={port} user=postgres dbname=postgres"
+    ))
+    .await;
     admin
         .batch_execute("CREATE DATABASE landlord_replica")
         .await

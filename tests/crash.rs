@@ -26,14 +26,7 @@ async fn killing_the_bridge_ten_times_under_load_loses_nothing_and_converges() {
     println!("crash test seed: {seed} (replay with CDC_TEST_SEED={seed})");
     let env = TestEnv::new("crash", TENANTS).await;
     for index in 0..TENANTS {
-        env.tenant(index)
-            .await
-            .execute(
-                "INSERT INTO tenant_brandings (id, primary_color) VALUES (1, '#000000')",
-                &[],
-            )
-            .await
-            .unwrap();
+        common::set_tenant_color(&env, index, "#000000").await;
     }
     let mut bridge = env.start_bridge();
     wait_streaming(&bridge, TENANTS + 1).await;

@@ -10,14 +10,7 @@ use common::{eventually, TestEnv};
 #[tokio::test(flavor = "multi_thread")]
 async fn stopping_and_killing_the_bridge_during_writes_loses_no_write() {
     let env = TestEnv::new("restart", 1).await;
-    env.tenant(0)
-        .await
-        .execute(
-            "INSERT INTO tenant_brandings (id, primary_color) VALUES (1, '#000000')",
-            &[],
-        )
-        .await
-        .unwrap();
+    common::set_tenant_color(&env, 0, "#000000").await;
     let mut bridge = env.start_bridge();
     // Writes made before the slot exists are covered by the snapshot (latest
     // value only); this test is about writes made while the bridge runs.

@@ -119,18 +119,12 @@ async fn a_tenant_on_a_second_postgres_server_is_synced() {
     let env = TestEnv::new("secondpg", 1).await;
     let remote_db = format!("{}_remote", env.prefix);
     let remote_dsn = |db: &str| format!("host=127.0.0.1 port={port} user=postgres dbname={db}");
-    let (admin, conn) = tokio_postgres::connect(&remote_dsn("postgres"), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let admin = common::connect_dsn(&remote_dsn("postgres")).await;
     admin
         .batch_execute(&format!("CREATE DATABASE {remote_db}"))
         .await
         .unwrap();
-    let (remote, conn) = tokio_postgres::connect(&remote_dsn(&remote_db), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let remote = common::connect_dsn(&remote_dsn(&remote_db)).await;
     remote
         .batch_execute(include_str!("../scripts/seed/tenant.sql"))
         .await

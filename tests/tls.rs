@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::eventually;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 fn openssl(dir: &Path, args: &[&str]) {
     let status = Command::new("openssl")
@@ -70,10 +70,10 @@ fn make_certificates(dir: &Path) {
 }
 
 async fn connect(port: u16, db: &str) -> Client {
-    let dsn = format!("host=127.0.0.1 port={port} user=postgres dbname={db}");
-    let (client, connection) = tokio_postgres::connect(&dsn, NoTls).await.unwrap();
-    tokio::spawn(connection);
-    client
+    common::connect_dsn(&format!(
+        "host=127.0.0.1 port={port} user=postgres dbname={db}"
+    ))
+    .await
 }
 
 async fn seed(port: u16) -> (Client, Client, Client) {

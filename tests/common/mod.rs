@@ -31,9 +31,16 @@ pub fn dsn(database: &str) -> String {
 }
 
 pub async fn connect(database: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(&dsn(database), NoTls)
+    connect_dsn(&dsn(database)).await
+}
+
+/// A plain connection to any test server (several tests start their own).
+pub async fn connect_dsn(dsn: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(dsn, NoTls)
         .await
-        .unwrap_or_else(|e| panic!("cannot reach test PostgreSQL ({database}): {e}; run the tests with scripts/test.sh"));
+        .unwrap_or_else(|e| {
+            panic!("cannot reach test PostgreSQL ({dsn}): {e}; run the tests with scripts/test.sh")
+        });
     tokio::spawn(connection);
     client
 }
