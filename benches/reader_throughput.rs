@@ -11,10 +11,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use cdc_bridge::config::{Config, Secret};
-use cdc_bridge::envelope::{Side, TenantRef};
-use cdc_bridge::lsn::Lsn;
-use cdc_bridge::reader::{drain_source_to, slot_name, RowOwner, SourceSpec};
-use cdc_bridge::{kafka, setup};
+use cdc_bridge::kafka;
+use cdc_bridge::model::{Lsn, Side, TenantRef};
+use cdc_bridge::postgres::setup;
+use cdc_bridge::source::{drain_source_to, slot_name, RowOwner, SourceSpec};
 use tokio_postgres::{Client, NoTls};
 
 const RUNS: usize = 3;

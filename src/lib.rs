@@ -4,44 +4,31 @@
 //! # Layout
 //!
 //! ```text
-//!  tenant DBs ─(pgoutput)─► reader ─► Kafka ─► applier ─► landlord DB
+//!  tenant DBs ─(pgoutput)─► source ─► kafka ─► applier ─► landlord DB
+//!  landlord DB ─(pgoutput)─► source ─► kafka ─► applier ─► tenant DBs
 //! ```
 //!
-//! * Pure logic, no I/O: [`lsn`], [`pgoutput`] (decoder), [`envelope`]
-//!   (Kafka contract), [`capture`] (rows to envelopes), [`progress`]
-//!   (acknowledgement tracking), [`config`].
-//! * I/O adapters: [`replication`] (streaming protocol client), [`postgres`]
-//!   (SQL connections, catalogs), [`kafka`], [`target`] (writes to a target
-//!   table), [`registry`] (tenant registry), [`setup`] (migrations, topic).
-//! * Orchestration: [`reader`] and [`snapshot`] (per source database),
-//!   [`delivery`] (events to Kafka), [`applier`], [`bridge`] (the `run`
-//!   command), [`http`] and [`metrics`], [`shutdown`].
+//! Folders are layers; a module only uses the layers before it:
+//!
+//! * [`model`]: pure vocabulary (LSN, envelope, sides, directions, conflict rule).
+//! * [`config`]: the configuration file, validated once.
+//! * `runtime`: shutdown signal, retry policy, metrics.
+//! * [`postgres`] and [`kafka`]: the I/O adapters.
+//! * [`source`]: the reader (replication protocol, `pgoutput`, snapshot, stream).
+//! * `applier`: Kafka to the opposite side under last writer wins.
+//! * `service`: the `run` command (roles, tenant discovery, HTTP).
+//! * [`cli`]: the command line.
 
-pub mod applier;
-pub mod bridge;
-pub mod capture;
-pub mod change_stream;
+// Public: what the binary and the benchmarks use; the rest is internal.
+pub(crate) mod applier;
+pub mod cli;
 pub mod config;
-pub mod conflict;
-pub mod dead_letter;
-pub mod delivery;
-pub mod direction;
-pub mod envelope;
-pub mod http;
 pub mod kafka;
-pub mod loop_guard;
-pub mod lsn;
-pub mod metrics;
-pub mod pgoutput;
+pub mod model;
 pub mod postgres;
-pub mod preflight;
-pub mod progress;
-pub mod reader;
-pub mod reconcile;
-pub mod registry;
-pub mod replication;
-pub mod setup;
-pub mod shutdown;
-pub mod snapshot;
-pub mod target;
-pub mod tls;
+pub(crate) mod runtime;
+pub(crate) mod service;
+pub mod source;
+
+#[cfg(test)]
+mod layering;

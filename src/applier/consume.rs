@@ -1,0 +1,69 @@
+//! The Kafka side of the applier: batches in, offsets out (only after the
+//! target transactions committed).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::warn;
+
+use super::{Applier, ApplierError};
+
+impl Applier {
+    /// The next messages; empty when none came within the refresh interval
+    /// (so registry and direction changes are noticed on an idle topic).
+    pub(super) async fn next_batch(&self) -> Result<Vec<OwnedMessage>, ApplierError> {
+        let idle = self.config.tenants.rediscover_interval;
+        let first = match tokio::time::timeout(idle, self.consumer.recv()).await {
+            Ok(Ok(message)) => message.detach(),
+            Ok(Err(error)) => return consumer_trouble(error).await,
+            Err(_) => return Ok(Vec::new()),
+        };
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + self.config.applier.batch_wait;
+        while batch.len() < self.config.applier.batch_size {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(message)) => batch.push(message.detach()),
+                // What was received so far is applied; the error shows again.
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Commits, per partition, the offset after the batch's last message.
+    pub(super) fn commit_offsets(&self, batch: &[OwnedMessage]) -> Result<(), ApplierError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for m in batch {
+            let entry = next
+                .entry((m.topic().to_string(), m.partition()))
+                .or_insert(0);
+            *entry = (*entry).max(m.offset() + 1);
+        }
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            list.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
+        }
+        if let Err(error) = self.consumer.commit(&list, CommitMode::Sync) {
+            // The batch is in the databases; a lost offset commit only means
+            // redelivery, which the conflict rule makes harmless.
+            warn!(%error, "committing Kafka offsets failed; the batch may be redelivered");
+        }
+        Ok(())
+    }
+}
+
+/// A consumer error (Kafka unreachable, a rebalance) is not fatal: librdkafka
+/// reconnects by itself, so wait a moment and poll again.
+async fn consumer_trouble(
+    error: rdkafka::error::KafkaError,
+) -> Result<Vec<OwnedMessage>, ApplierError> {
+    warn!(%error, "Kafka consumer error; retrying");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(Vec::new())
+}

@@ -1,0 +1,265 @@
+//! The applier: consumes the change topic and writes each change to the
+//! opposite side: a tenant change to that tenant's landlord row, a landlord
+//! change to that tenant's own database.
+//!
+//! ```text
+//!  Kafka ─► batch (≤ batch_size, ≤ batch_wait_ms)              (consume)
+//!        ─► direction gate, group by target database           (here, routing)
+//!        ─► per target: one transaction, LWW per change        (writer, target)
+//!        ─► commit Kafka offsets (only now)                    (consume)
+//!  between batches: registry, directions, tenant states        (tenants)
+//!                   tenants to reconcile                       (reconcile)
+//! ```
+//! A crash between a database commit and the offset commit redelivers the
+//! batch; the conflict rule makes re-applying a change a no-op (`stale`).
+//! Order per tenant holds because a tenant's messages share one partition,
+//! a partition's messages are applied in order, and one tenant's changes
+//! all go to one target per direction.
+
+mod consume;
+mod pool;
+mod reconcile;
+mod routing;
+mod target;
+mod tenants;
+mod writer;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::kafka::dead_letter::{DeadLetterError, DeadLetters};
+use crate::kafka::{self, KafkaSetupError};
+use crate::model::direction::{gate, Gate};
+use crate::model::Envelope;
+use crate::postgres::registry::{load_tenants, Tenant};
+use crate::postgres::{directions, DbError};
+use crate::runtime::metrics::{count_events, metrics, EventOutcome};
+use crate::runtime::shutdown::Shutdown;
+use pool::TargetPool;
+use routing::{unknown_tenant, Target};
+use target::TargetError;
+use tenants::{TenantState, Tenants};
+use writer::apply_group;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplierError {
+    #[error(transparent)]
+    Setup(#[from] KafkaSetupError),
+    #[error(transparent)]
+    DeadLetter(#[from] DeadLetterError),
+    #[error("Kafka consumer failed: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("writing to {database} failed: {source}")]
+    Target {
+        database: String,
+        source: TargetError,
+    },
+}
+
+/// The applier's state across batches.
+pub struct Applier {
+    config: Arc<Config>,
+    consumer: StreamConsumer,
+    pool: TargetPool,
+    tenants: Tenants,
+    dead_letters: DeadLetters,
+}
+
+impl Applier {
+    pub fn new(config: Arc<Config>) -> Result<Self, ApplierError> {
+        let consumer = kafka::consumer(&config.kafka)?;
+        consumer.subscribe(&[config.kafka.topic.as_str()])?;
+        Ok(Applier {
+            dead_letters: DeadLetters::new(&config.kafka)?,
+            tenants: Tenants::new(config.sync.default_direction),
+            config,
+            consumer,
+            pool: TargetPool::default(),
+        })
+    }
+
+    /// Runs until shutdown; transient failures are retried in place.
+    pub async fn run(mut self, mut shutdown: Shutdown) -> Result<(), ApplierError> {
+        info!(topic = %self.config.kafka.topic, group = %self.config.kafka.consumer_group, "applier started");
+        loop {
+            let batch = tokio::select! {
+                batch = self.next_batch() => batch?,
+                _ = shutdown.wait() => break,
+            };
+            self.apply_until_done(&batch, &mut shutdown).await?;
+            if shutdown.is_triggered() {
+                break;
+            }
+        }
+        info!("applier stopped cleanly");
+        Ok(())
+    }
+
+    /// Applies a batch, retrying transient failures with backoff, then
+    /// commits the offsets. Returns early (without committing) on shutdown.
+    async fn apply_until_done(
+        &mut self,
+        batch: &[OwnedMessage],
+        shutdown: &mut Shutdown,
+    ) -> Result<(), ApplierError> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.apply_batch(batch).await {
+                Ok(()) => break,
+                Err(error) => {
+                    warn!(%error, retry_in = ?backoff, "applying a batch failed; retrying");
+                    self.pool.clear();
+                    self.tenants.mark_stale();
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.wait() => return Ok(()),
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+        self.commit_offsets(batch)
+    }
+
+    async fn apply_batch(&mut self, batch: &[OwnedMessage]) -> Result<(), ApplierError> {
+        self.refresh(batch.is_empty()).await?;
+        let mut decoded: Vec<(&OwnedMessage, Envelope)> = Vec::with_capacity(batch.len());
+        for message in batch {
+            match Envelope::from_json(message.payload().unwrap_or_default()) {
+                Ok(envelope) => decoded.push((message, envelope)),
+                Err(error) => self.dead_letters.send(message, &error.to_string()).await?,
+            }
+        }
+        let registry = &self.tenants.registry;
+        if decoded
+            .iter()
+            .any(|(_, e)| !registry.contains_key(&e.tenant.id))
+        {
+            self.refresh(true).await?;
+        }
+        for (target, items) in self.group_by_target(&decoded) {
+            self.apply_to(target, items).await?;
+        }
+        self.pool.close_idle(self.config.applier.idle_connection);
+        Ok(())
+    }
+
+    /// The changes each target receives, in batch order; changes the
+    /// tenant's direction excludes are counted and dropped here.
+    fn group_by_target<'m>(
+        &self,
+        decoded: &'m [(&'m OwnedMessage, Envelope)],
+    ) -> BTreeMap<Target, Vec<(&'m OwnedMessage, &'m Envelope)>> {
+        let mut groups: BTreeMap<Target, Vec<(&OwnedMessage, &Envelope)>> = BTreeMap::new();
+        for (message, envelope) in decoded {
+            let direction = self.tenants.directions.of(&envelope.tenant.id);
+            match gate(direction, envelope.origin.side) {
+                Gate::Apply => groups
+                    .entry(Target::of(envelope))
+                    .or_default()
+                    .push((message, envelope)),
+                Gate::Paused => count_events(EventOutcome::Paused, 1),
+                Gate::DirectionOff => count_events(EventOutcome::DirectionOff, 1),
+            }
+        }
+        groups
+    }
+
+    async fn apply_to(
+        &mut self,
+        target: Target,
+        items: Vec<(&OwnedMessage, &Envelope)>,
+    ) -> Result<(), ApplierError> {
+        if let Target::Tenant(id) = &target {
+            if !self.tenants.registry.contains_key(id) {
+                let reason = unknown_tenant(id);
+                for (message, _) in &items {
+                    self.dead_letters.send(message, &reason).await?;
+                }
+                return Ok(());
+            }
+            if self.tenants.state(id) == TenantState::Unreachable {
+                count_events(EventOutcome::Deferred, items.len() as u64);
+                return Ok(());
+            }
+        }
+        let envelopes: Vec<&Envelope> = items.iter().map(|(_, e)| *e).collect();
+        let applied = apply_group(
+            &mut self.pool,
+            &self.config,
+            &self.tenants.registry,
+            &target,
+            &envelopes,
+        )
+        .await;
+        match (applied, &target) {
+            (Ok(rejected), _) => {
+                for (index, reason) in rejected {
+                    self.dead_letters.send(items[index].0, &reason).await?;
+                }
+                Ok(())
+            }
+            // Whatever fails on a tenant database as a whole (down, table
+            // missing, bridge columns not installed yet) delays that tenant
+            // only.
+            (Err(error), Target::Tenant(id)) => {
+                self.defer_tenant(id, items.len(), &error);
+                Ok(())
+            }
+            (Err(error), Target::Landlord) => Err(error),
+        }
+    }
+
+    /// A tenant database that cannot be reached delays that tenant only: its
+    /// changes are skipped (not held in memory) and the tenant is reconciled
+    /// from both sides' current state once it answers again, which brings
+    /// every skipped change. The landlord is different: its outage fails
+    /// the batch, which is retried until the landlord is back.
+    fn defer_tenant(&mut self, id: &str, skipped: usize, error: &ApplierError) {
+        warn!(tenant = %id, %error, "tenant database unreachable; its changes wait for a reconcile when it is back");
+        self.pool.drop_target(&Target::Tenant(id.to_string()));
+        self.tenants.mark_unreachable(id);
+        set_target_up(&self.tenants.registry, id, false);
+        count_events(EventOutcome::Deferred, skipped as u64);
+    }
+
+    /// Re-reads registry and directions when the interval passed (or
+    /// `force`), and reconciles the tenants that need it.
+    async fn refresh(&mut self, force: bool) -> Result<(), ApplierError> {
+        let interval = self.config.tenants.rediscover_interval;
+        if !force && !self.tenants.read_due(interval) {
+            return Ok(());
+        }
+        let config = &self.config;
+        let landlord = self
+            .pool
+            .get(&Target::Landlord, config, &self.tenants.registry)
+            .await?;
+        let registry = load_tenants(&landlord.client, config).await?;
+        let directions = directions::load(&landlord.client, config).await?;
+        let first_read = self.tenants.never_read();
+        let changed = self.tenants.update(registry, directions);
+        if !changed.is_empty() && !first_read {
+            info!(tenants = ?changed, "tenants joined or changed direction; reconciling both sides");
+        }
+        self.reconcile_pending().await;
+        Ok(())
+    }
+}
+
+fn set_target_up(registry: &HashMap<String, Tenant>, id: &str, up: bool) {
+    if let Some(tenant) = registry.get(id) {
+        metrics()
+            .target_up
+            .with_label_values(&[tenant.database_name.as_str()])
+            .set(i64::from(up));
+    }
+}

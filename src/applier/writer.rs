@@ -1,0 +1,173 @@
+//! Writing a group of changes into one target database: one transaction,
+//! the apply marker first (loop prevention), a savepoint per change so one
+//! bad change does not undo the others, then commit.
+//!
+//! ```text
+//!  BEGIN; apply marker; per change: SAVEPOINT ─► LWW upsert/delete ─► RELEASE
+//!                                   (rejected ─► ROLLBACK TO SAVEPOINT, reported)
+//!  COMMIT
+//! ```
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use tracing::warn;
+
+use super::pool::TargetPool;
+use super::routing::{change_for, data_columns_only, Target};
+use super::target::{Change, Outcome, TargetError, TargetTable};
+use super::ApplierError;
+use crate::config::{Config, TableConfig};
+use crate::model::loop_guard::APPLY_TRANSACTION_PREAMBLE;
+use crate::model::{Envelope, Side};
+use crate::postgres::registry::Tenant;
+use crate::postgres::table_columns;
+use crate::runtime::metrics::{count_events, metrics, EventOutcome};
+
+/// How old the cached columns of a target table may be before a column
+/// seen only in the source makes the applier read them again.
+const SCHEMA_RECHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A change that cannot be applied as it stands: its index in the group
+/// and why (it goes to the dead-letter topic, or the log for reconciles).
+pub(super) type Rejected = (usize, String);
+
+/// Applies `envelopes` to `target` in one transaction. Transient failures
+/// (and failures of the database as a whole) fail the group; a change the
+/// target refuses is rejected alone.
+pub(super) async fn apply_group(
+    pool: &mut TargetPool,
+    config: &Config,
+    registry: &HashMap<String, Tenant>,
+    target: &Target,
+    envelopes: &[&Envelope],
+) -> Result<Vec<Rejected>, ApplierError> {
+    let db = pool.get(target, config, registry).await?;
+    let label = db.label.clone();
+    let target_err = |source: TargetError| ApplierError::Target {
+        database: label.clone(),
+        source,
+    };
+    let tx = db
+        .client
+        .transaction()
+        .await
+        .map_err(|e| target_err(e.into()))?;
+    tx.batch_execute(APPLY_TRANSACTION_PREAMBLE)
+        .await
+        .map_err(|e| target_err(e.into()))?;
+    let mut rejected = Vec::new();
+    let mut schema_suspect = false;
+    let mut outcomes: HashMap<EventOutcome, u64> = HashMap::new();
+    for (index, envelope) in envelopes.iter().enumerate() {
+        let change = match change_for(config, registry, target, envelope) {
+            Ok(change) => change,
+            Err(reason) => {
+                rejected.push((index, reason));
+                continue;
+            }
+        };
+        let Some(table) = config.table(&envelope.table) else {
+            rejected.push((
+                index,
+                format!("table {} is not configured on this bridge", envelope.table),
+            ));
+            continue;
+        };
+        let side = target.side();
+        let mut target_table =
+            load_target_table(&mut db.tables, &tx, config, table, side, &label).await?;
+        if note_source_only_columns(&change, target_table, config, table) {
+            // A column only the source had may exist on the target by now.
+            db.tables.remove(&table.name);
+            target_table =
+                load_target_table(&mut db.tables, &tx, config, table, side, &label).await?;
+        }
+        tx.batch_execute("SAVEPOINT change")
+            .await
+            .map_err(|e| target_err(e.into()))?;
+        let change = data_columns_only(change, |c| target_table.has_column(c), config, table);
+        let outcome = match target_table.apply(&tx, &change).await {
+            Ok(Outcome::Applied) => EventOutcome::Applied,
+            Ok(Outcome::Stale) => EventOutcome::Stale,
+            Err(e) if e.is_transient() => return Err(target_err(e)),
+            Err(e) => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT change")
+                    .await
+                    .map_err(|e| target_err(e.into()))?;
+                rejected.push((index, format!("{label}: {e}")));
+                // The table may have changed (a column type, a new
+                // column): read its columns again next time.
+                schema_suspect = true;
+                continue;
+            }
+        };
+        *outcomes.entry(outcome).or_default() += 1;
+        tx.batch_execute("RELEASE SAVEPOINT change")
+            .await
+            .map_err(|e| target_err(e.into()))?;
+    }
+    tx.commit().await.map_err(|e| target_err(e.into()))?;
+    if schema_suspect {
+        db.tables.clear();
+    }
+    for (outcome, n) in outcomes {
+        count_events(outcome, n);
+    }
+    observe_latency(envelopes);
+    Ok(rejected)
+}
+
+/// Schema drift: a column only the source has is ignored (with one
+/// warning) until the target has it too. Returns true when the target's
+/// columns are worth reading again (they were read a while ago).
+fn note_source_only_columns(
+    change: &Change,
+    table: &mut TargetTable,
+    config: &Config,
+    table_config: &TableConfig,
+) -> bool {
+    let mut recheck = false;
+    for (column, _) in &change.columns {
+        if config.is_data_column(table_config, column) && !table.has_column(column) {
+            if table.first_time_missing(column) {
+                warn!(table = %table_config.name, %column, "column exists only on the source side; ignored until both sides have it");
+            }
+            recheck |= table.columns_age() > SCHEMA_RECHECK_INTERVAL;
+        }
+    }
+    recheck
+}
+
+async fn load_target_table<'t>(
+    tables: &'t mut HashMap<String, TargetTable>,
+    client: &impl tokio_postgres::GenericClient,
+    config: &Config,
+    table: &TableConfig,
+    side: Side,
+    database: &str,
+) -> Result<&'t mut TargetTable, ApplierError> {
+    match tables.entry(table.name.clone()) {
+        Entry::Occupied(entry) => Ok(entry.into_mut()),
+        Entry::Vacant(entry) => {
+            let name = table.on(side);
+            let columns = table_columns(client.client(), database, name).await?;
+            Ok(entry.insert(TargetTable::new(config, &table.name, name, columns)))
+        }
+    }
+}
+
+fn observe_latency(envelopes: &[&Envelope]) {
+    let now = SystemTime::now();
+    for envelope in envelopes {
+        let committed = envelope
+            .origin
+            .commit_ts
+            .as_deref()
+            .and_then(|ts| humantime::parse_rfc3339(ts).ok());
+        if let Some(latency) = committed.and_then(|c| now.duration_since(c).ok()) {
+            metrics().end_to_end_seconds.observe(latency.as_secs_f64());
+        }
+    }
+}

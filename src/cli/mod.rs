@@ -1,0 +1,164 @@
+//! The `cdc-bridge` command line, one file per command. It only
+//! orchestrates: parse, load the configuration, hand over to the library.
+
+mod direction;
+mod grants;
+mod run;
+mod setup;
+mod teardown;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use tracing::error;
+
+use crate::config::Config;
+use crate::model::Direction;
+use crate::service::Role;
+
+/// Keeps a table in sync between per-tenant PostgreSQL databases and a
+/// central landlord database, through Kafka, with logical replication.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (TOML). See config/example.toml.
+    #[arg(
+        short,
+        long,
+        global = true,
+        default_value = "config/local.toml",
+        env = "CDC_BRIDGE_CONFIG"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what the bridge needs (bookkeeping schema, publications,
+    /// replica identity) in the landlord and every registered tenant
+    /// database, and create the Kafka topic. Safe to run again.
+    Setup {
+        /// Print the SQL instead of running it; touches nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Run the bridge in the foreground until Ctrl-C or SIGTERM.
+    Run {
+        /// Which part to run: everything, or one role so roles scale apart.
+        #[arg(long, value_enum, default_value = "all")]
+        role: Role,
+    },
+    /// Remove everything `setup` installed (triggers, bridge columns,
+    /// tombstones, publications, bookkeeping schema) from the landlord and
+    /// every registered tenant. Stop the bridge first.
+    Teardown {
+        /// Also drop the replication slots (they retain WAL while they exist).
+        #[arg(long)]
+        drop_slots: bool,
+    },
+    /// Show or change the sync direction of one tenant or all: this is how
+    /// cutover and rollback are done. Takes effect while the bridge runs.
+    Direction {
+        #[command(subcommand)]
+        action: DirectionAction,
+    },
+    /// Print the GRANT statements that let ROLE run the bridge with least
+    /// privilege (after `setup` was run by the tables' owner).
+    Grants {
+        /// The role `cdc-bridge run` connects as.
+        #[arg(long)]
+        role: String,
+    },
+    /// Messages that could not be applied (see the dead-letter topic).
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+    },
+    /// Check the configuration file and print it with secrets redacted.
+    CheckConfig,
+}
+
+#[derive(Subcommand)]
+enum DeadLetterAction {
+    /// Send every dead letter not re-driven before back to the change topic
+    /// (after fixing the cause: a missing tenant, a column type, ...).
+    Redrive,
+}
+
+#[derive(Subcommand)]
+enum DirectionAction {
+    /// Set the direction of a tenant (by registry id), or of every tenant
+    /// without its own override (`all`).
+    Set {
+        tenant: String,
+        direction: Direction,
+    },
+    /// Remove an override: the tenant follows `all`, or the configured default.
+    Clear { tenant: String },
+    /// Print the overrides and the configured default.
+    List,
+}
+
+/// Parses the command line and runs the command; the binary's `main`.
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rdkafka=warn".into()),
+        )
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let config = Arc::new(Config::load(&cli.config)?);
+    if let Some(root_cert) = &config.postgres.tls_root_cert {
+        crate::postgres::tls::init(root_cert)?;
+    }
+    match cli.command {
+        Command::Setup { dry_run: true } => {
+            setup::print_setup_sql(&config);
+            Ok(())
+        }
+        Command::Setup { dry_run: false } => setup::run_setup(&config).await,
+        Command::Run { role } => run::run(config, role).await,
+        Command::Teardown { drop_slots } => teardown::run_teardown(&config, drop_slots).await,
+        Command::Direction { action } => direction::run_direction(&config, action).await,
+        Command::DeadLetters {
+            action: DeadLetterAction::Redrive,
+        } => {
+            let count = crate::kafka::dead_letter::redrive(&config.kafka).await?;
+            println!(
+                "re-drove {count} dead letters from {} to {}",
+                config.kafka.dead_letter_topic(),
+                config.kafka.topic
+            );
+            Ok(())
+        }
+        Command::Grants { role } => grants::print_grants(&config, &role).await,
+        Command::CheckConfig => {
+            println!("{config:#?}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Kafka: the client settings and topics, delivering change events with
+//! their acknowledgements tracked per transaction, and the dead-letter topic.
+
+mod client;
+pub(crate) mod dead_letter;
+pub(crate) mod delivery;
+pub(crate) mod progress;
+
+pub(crate) use client::{base_config, consumer};
+pub use client::{ensure_topic, producer, KafkaSetupError, Producer};

@@ -1,0 +1,173 @@
+//! Conflict resolution: last writer wins on (version, side), with the side
+//! as a deterministic tie-break (`tenant` > `landlord`). The applier's SQL
+//! enforces exactly this rule inside the target database (see `target`), so
+//! a concurrent write cannot slip between a check and a write; this module
+//! is the rule in plain Rust, for reasoning, tests and the consistency check.
+//!
+//! ```text
+//!   incoming (v, s)  vs  current row (cv, cs)       ─► apply if (v, s) > (cv, cs)
+//!   incoming (v, s)  vs  no row, tombstone (tv, ts) ─► apply if (v, s) > (tv, ts)
+//!   incoming (v, s)  vs  no row, no tombstone       ─► apply
+//! ```
+//! A delete is an incoming change like any other, with the delete's version;
+//! when it wins it removes the row and leaves a tombstone with its version,
+//! so an older update arriving later cannot bring the row back.
+
+use std::cmp::Ordering;
+
+use crate::model::Side;
+
+/// A row version: the version timestamp in microseconds since the Unix
+/// epoch, and the side that wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    pub micros: i64,
+    pub side: Side,
+}
+
+fn side_rank(side: Side) -> u8 {
+    // Matches the SQL comparison of the side names as text: 'landlord' < 'tenant'.
+    match side {
+        Side::Landlord => 0,
+        Side::Tenant => 1,
+    }
+}
+
+impl Ord for Version {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.micros, side_rank(self.side)).cmp(&(other.micros, side_rank(other.side)))
+    }
+}
+
+impl PartialOrd for Version {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// What the target holds for the row's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetState {
+    /// The row exists with this version.
+    Row(Version),
+    /// The row was deleted at this version.
+    Tombstone(Version),
+    /// Neither a row nor a tombstone (never existed, or tombstone expired).
+    Absent,
+}
+
+/// The applier's decision for one incoming change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Apply,
+    /// The target already holds a newer (or the same) version.
+    Stale,
+}
+
+/// Last writer wins: the incoming change applies only when it is strictly
+/// newer than what the target holds.
+pub fn decide(incoming: Version, target: TargetState) -> Decision {
+    let current = match target {
+        TargetState::Row(v) | TargetState::Tombstone(v) => v,
+        TargetState::Absent => return Decision::Apply,
+    };
+    if incoming > current {
+        Decision::Apply
+    } else {
+        Decision::Stale
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Decision::*;
+    use Side::*;
+    use TargetState::*;
+
+    fn v(micros: i64, side: Side) -> Version {
+        Version { micros, side }
+    }
+
+    #[test]
+    fn every_case_of_the_rule() {
+        let cases = [
+            (
+                "newer update over a row",
+                v(20, Landlord),
+                Row(v(10, Tenant)),
+                Apply,
+            ),
+            (
+                "older update over a row",
+                v(10, Landlord),
+                Row(v(20, Tenant)),
+                Stale,
+            ),
+            (
+                "equal version, tenant beats landlord",
+                v(10, Tenant),
+                Row(v(10, Landlord)),
+                Apply,
+            ),
+            (
+                "equal version, landlord loses to tenant",
+                v(10, Landlord),
+                Row(v(10, Tenant)),
+                Stale,
+            ),
+            (
+                "same version and side again (redelivery)",
+                v(10, Tenant),
+                Row(v(10, Tenant)),
+                Stale,
+            ),
+            (
+                "newer delete over a row",
+                v(30, Tenant),
+                Row(v(20, Landlord)),
+                Apply,
+            ),
+            (
+                "older delete loses to a newer update",
+                v(15, Tenant),
+                Row(v(20, Landlord)),
+                Stale,
+            ),
+            (
+                "older update cannot resurrect a deleted row",
+                v(15, Landlord),
+                Tombstone(v(20, Tenant)),
+                Stale,
+            ),
+            (
+                "newer insert after a delete",
+                v(25, Landlord),
+                Tombstone(v(20, Tenant)),
+                Apply,
+            ),
+            (
+                "tie with a tombstone, tenant wins",
+                v(20, Tenant),
+                Tombstone(v(20, Landlord)),
+                Apply,
+            ),
+            ("first change of a row", v(1, Landlord), Absent, Apply),
+        ];
+        for (name, incoming, target, expected) in cases {
+            assert_eq!(decide(incoming, target), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn versions_order_by_time_then_side() {
+        assert!(v(1, Tenant) < v(2, Landlord));
+        assert!(v(2, Landlord) < v(2, Tenant));
+        let mut all = vec![v(2, Tenant), v(1, Landlord), v(2, Landlord), v(1, Tenant)];
+        all.sort();
+        assert_eq!(
+            all,
+            vec![v(1, Landlord), v(1, Tenant), v(2, Landlord), v(2, Tenant)]
+        );
+    }
+}

@@ -1,0 +1,16 @@
+//! PostgreSQL, apart from replication: connections, catalogs, quoting, TLS,
+//! installing the bridge's objects (`setup`), its own bookkeeping tables,
+//! and the tenant registry.
+
+pub(crate) mod bridge_schema;
+mod catalog;
+mod connection;
+pub(crate) mod directions;
+mod quoting;
+pub(crate) mod registry;
+pub mod setup;
+pub(crate) mod tls;
+
+pub(crate) use catalog::{table_columns, type_name, ColumnInfo};
+pub(crate) use connection::{connect, database_name, describe, is_transient_pg, DbError};
+pub(crate) use quoting::{quote_ident, quote_literal, quote_qualified};

@@ -1,0 +1,186 @@
+//! The tenant registry: which tenant databases exist, how to reach them, and
+//! the tenant's id and slug. Read from the landlord with the configured query.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use crate::config::{Config, Secret};
+use crate::model::envelope::TenantRef;
+use tokio_postgres::Client;
+
+use crate::postgres::DbError;
+
+/// One tenant as the registry lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: String,
+    pub slug: String,
+    pub database_name: String,
+    /// Every column the registry query returned, as text (for
+    /// `table.landlord_registry_columns`).
+    pub fields: BTreeMap<String, Option<String>>,
+}
+
+impl Tenant {
+    pub fn tenant_ref(&self) -> TenantRef {
+        TenantRef {
+            id: self.id.clone(),
+            slug: self.slug.clone(),
+        }
+    }
+
+    /// DSN of this tenant's database, from the connection template.
+    ///
+    /// Every `{field}` is replaced by that registry column, so tenants can
+    /// live on several servers (e.g. `host={db_host} port={db_port}`).
+    pub fn dsn(&self, template: &Secret) -> Secret {
+        let mut dsn = template.expose().to_string();
+        let url = dsn.contains("://");
+        for (field, value) in &self.fields {
+            let value = dsn_value(value.as_deref().unwrap_or(""), url);
+            dsn = dsn.replace(&format!("{{{field}}}"), &value);
+        }
+        Secret::new(dsn)
+    }
+}
+
+/// A registry value made safe for a DSN, so that it cannot add keys (a
+/// database name like `x host=elsewhere` must stay one value).
+fn dsn_value(value: &str, url: bool) -> String {
+    if url {
+        return value
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+    }
+    if !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return value.to_string();
+    }
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// The registered tenants by id, shared between the discovery loop (which
+/// refreshes it) and the landlord reader (which maps landlord rows to
+/// tenants).
+#[derive(Debug, Clone, Default)]
+pub struct TenantDirectory(Arc<RwLock<HashMap<String, Tenant>>>);
+
+impl TenantDirectory {
+    pub fn replace(&self, tenants: &[Tenant]) {
+        let map = tenants.iter().map(|t| (t.id.clone(), t.clone())).collect();
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = map;
+    }
+
+    pub fn get(&self, id: &str) -> Option<Tenant> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+}
+
+/// Reads the registry. Every column is fetched as text so that the query may
+/// return ids of any type.
+pub async fn load_tenants(client: &Client, config: &Config) -> Result<Vec<Tenant>, DbError> {
+    let wrapped = format!(
+        "SELECT row_to_json(r)::text FROM ({}) r",
+        config.tenants.registry_query.trim().trim_end_matches(';')
+    );
+    let rows = client
+        .query(&wrapped, &[])
+        .await
+        .map_err(|e| DbError::query("landlord", "tenants.registry_query", e))?;
+    rows.iter()
+        .map(|row| parse_registry_row(row.get::<_, &str>(0)))
+        .collect()
+}
+
+fn parse_registry_row(json: &str) -> Result<Tenant, DbError> {
+    let object: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(json).map_err(|e| DbError::Registry(e.to_string()))?;
+    let fields: BTreeMap<String, Option<String>> = object
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::Null => None,
+                serde_json::Value::String(s) => Some(s),
+                other => Some(other.to_string()),
+            };
+            (k, text)
+        })
+        .collect();
+    let required = |name: &str| {
+        fields.get(name).cloned().flatten().ok_or_else(|| {
+            DbError::Registry(format!(
+                "the registry query must return a non-null `{name}` column (check tenants.registry_query)"
+            ))
+        })
+    };
+    Ok(Tenant {
+        id: required("id")?,
+        slug: required("slug")?,
+        database_name: required("database_name")?,
+        fields,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_ids_of_any_type_as_text() {
+        let t = parse_registry_row(
+            r#"{"id": 7, "slug": "acme", "database_name": "tenant_acme", "numeric_id": 1007}"#,
+        )
+        .unwrap();
+        assert_eq!(t.id, "7");
+        assert_eq!(t.fields["numeric_id"].as_deref(), Some("1007"));
+    }
+
+    #[test]
+    fn missing_required_column_names_it() {
+        let err = parse_registry_row(r#"{"id": 7, "slug": "acme"}"#).unwrap_err();
+        assert!(err.to_string().contains("database_name"), "{err}");
+    }
+
+    #[test]
+    fn dsn_fills_any_registry_field() {
+        let t = parse_registry_row(
+            r#"{"id": "1", "slug": "a", "database_name": "t", "db_port": 5433}"#,
+        )
+        .unwrap();
+        let dsn = t.dsn(&Secret::new("port={db_port} dbname={database_name}"));
+        assert_eq!(dsn.expose(), "port=5433 dbname=t");
+    }
+
+    #[test]
+    fn registry_values_cannot_inject_dsn_keys() {
+        let t = parse_registry_row(r#"{"id": "1", "slug": "a", "database_name": "x host=evil"}"#)
+            .unwrap();
+        let dsn = t.dsn(&Secret::new("host=h dbname={database_name}"));
+        assert_eq!(dsn.expose(), "host=h dbname='x host=evil'");
+        let config: tokio_postgres::Config = dsn.expose().parse().unwrap();
+        assert_eq!(config.get_dbname(), Some("x host=evil"));
+        let url = t.dsn(&Secret::new("postgres://u@h/{database_name}"));
+        assert_eq!(url.expose(), "postgres://u@h/x%20host%3Devil");
+    }
+
+    #[test]
+    fn dsn_fills_the_database_name() {
+        let t =
+            parse_registry_row(r#"{"id": "1", "slug": "a", "database_name": "tenant_a"}"#).unwrap();
+        let dsn = t.dsn(&Secret::new("host=h dbname={database_name} password=p"));
+        assert_eq!(dsn.expose(), "host=h dbname=tenant_a password=p");
+    }
+}

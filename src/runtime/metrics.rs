@@ -1,0 +1,178 @@
+//! Prometheus metrics. Names live here, in one place; label values are
+//! database or tenant names and outcomes, never row values.
+
+use std::sync::OnceLock;
+
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+pub const EVENTS_PRODUCED: &str = "cdc_reader_events_produced_total";
+pub const CONFIRMED_LSN: &str = "cdc_reader_confirmed_lsn";
+pub const REPLICATION_LAG_BYTES: &str = "cdc_replication_lag_bytes";
+pub const SOURCE_UP: &str = "cdc_source_up";
+pub const ECHO_SUPPRESSED: &str = "cdc_reader_echo_suppressed_total";
+pub const TARGET_UP: &str = "cdc_applier_target_up";
+pub const KAFKA_UP: &str = "cdc_kafka_up";
+pub const SLOT_RECREATED: &str = "cdc_reader_slot_recreated_total";
+pub const EVENTS_APPLIED: &str = "cdc_applier_events_total";
+pub const END_TO_END_SECONDS: &str = "cdc_end_to_end_latency_seconds";
+
+/// What the applier did with a Kafka event (the `outcome` label of
+/// `cdc_applier_events_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum EventOutcome {
+    /// Written to the target.
+    Applied,
+    /// The target already held this version or a newer one.
+    Stale,
+    /// The tenant is paused.
+    Paused,
+    /// The tenant's direction excludes changes from this side.
+    DirectionOff,
+    /// The target database is unreachable; a reconcile brings it later.
+    Deferred,
+    /// Sent to the dead-letter topic.
+    DeadLetter,
+}
+
+impl EventOutcome {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            EventOutcome::Applied => "applied",
+            EventOutcome::Stale => "stale",
+            EventOutcome::Paused => "paused",
+            EventOutcome::DirectionOff => "direction_off",
+            EventOutcome::Deferred => "deferred",
+            EventOutcome::DeadLetter => "dead_letter",
+        }
+    }
+}
+
+/// Counts `n` applier events with one outcome.
+pub(crate) fn count_events(outcome: EventOutcome, n: u64) {
+    metrics()
+        .events_applied
+        .with_label_values(&[outcome.as_str()])
+        .inc_by(n);
+}
+
+/// Every metric of the process.
+pub struct Metrics {
+    pub registry: Registry,
+    /// Events handed to Kafka and acknowledged, by source database.
+    pub events_produced: IntCounterVec,
+    /// Last LSN confirmed to PostgreSQL, by slot.
+    pub confirmed_lsn: IntGaugeVec,
+    /// Bytes of WAL between the server's position and the confirmed LSN, by slot.
+    pub replication_lag_bytes: IntGaugeVec,
+    /// 1 while the reader of a database is streaming, by database.
+    pub source_up: IntGaugeVec,
+    /// Slots found dropped or invalidated and created again (with a snapshot).
+    pub slot_recreated: IntCounterVec,
+    /// 0 after the producer lost every broker, 1 again after a delivery.
+    pub kafka_up: prometheus::IntGauge,
+    /// 0 while the applier cannot reach a tenant database, by database.
+    pub target_up: IntGaugeVec,
+    /// Row events dropped because the applier wrote them (loop prevention).
+    pub echo_suppressed: IntCounterVec,
+    /// Applied Kafka events by [`EventOutcome`].
+    pub events_applied: IntCounterVec,
+    /// Source commit to target commit.
+    pub end_to_end_seconds: Histogram,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let events_produced = counter(
+            EVENTS_PRODUCED,
+            "Change events acknowledged by Kafka",
+            &["database"],
+        );
+        let confirmed_lsn = gauge(CONFIRMED_LSN, "LSN confirmed to PostgreSQL", &["slot"]);
+        let replication_lag_bytes = gauge(
+            REPLICATION_LAG_BYTES,
+            "WAL bytes not yet confirmed",
+            &["slot"],
+        );
+        let source_up = gauge(
+            SOURCE_UP,
+            "1 while the database is streaming",
+            &["database"],
+        );
+        let slot_recreated = counter(
+            SLOT_RECREATED,
+            "Replication slots lost and created again",
+            &["database"],
+        );
+        let kafka_up = prometheus::IntGauge::new(KAFKA_UP, "0 while Kafka is unreachable")
+            .expect("valid metric");
+        registry
+            .register(Box::new(kafka_up.clone()))
+            .expect("unique metric");
+        kafka_up.set(1);
+        let target_up = gauge(
+            TARGET_UP,
+            "0 while the applier cannot reach the database",
+            &["database"],
+        );
+        let echo_suppressed = counter(
+            ECHO_SUPPRESSED,
+            "Row events of the applier's own transactions, not re-sent",
+            &["database"],
+        );
+        let events_applied = counter(
+            EVENTS_APPLIED,
+            "Kafka events handled by the applier",
+            &["outcome"],
+        );
+        let end_to_end_seconds = Histogram::with_opts(
+            HistogramOpts::new(END_TO_END_SECONDS, "Source commit to target commit").buckets(vec![
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(end_to_end_seconds.clone()))
+            .expect("unique metric");
+        Metrics {
+            registry,
+            events_produced,
+            confirmed_lsn,
+            replication_lag_bytes,
+            source_up,
+            slot_recreated,
+            kafka_up,
+            target_up,
+            echo_suppressed,
+            events_applied,
+            end_to_end_seconds,
+        }
+    }
+
+    /// Text exposition for `/metrics`.
+    pub fn render(&self) -> String {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
+    }
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}

@@ -1,0 +1,5 @@
+//! Process services every long-running part uses: the one shutdown signal,
+//! the retry policy, and the metrics registry.
+
+pub(crate) mod metrics;
+pub mod shutdown;

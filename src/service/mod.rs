@@ -1,0 +1,55 @@
+//! The `run` command: the reader role (`readers`: one supervised task per
+//! source database, tenants re-discovered from the registry on an
+//! interval), the applier role, and the HTTP endpoint (`http`), all stopped
+//! by one shutdown signal; `preflight` checks the basics first.
+
+pub(crate) mod http;
+mod preflight;
+mod readers;
+
+use std::sync::Arc;
+
+use crate::applier::Applier;
+use crate::config::Config;
+use crate::kafka;
+use crate::runtime::shutdown::ShutdownTrigger;
+
+/// Which parts of the bridge this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Reader and applier.
+    All,
+    /// Stream databases into Kafka.
+    Reader,
+    /// Apply Kafka to the databases.
+    Applier,
+}
+
+/// Runs the selected roles until `shutdown` fires; returns after every task
+/// has drained and stopped.
+pub async fn run(config: Arc<Config>, role: Role, trigger: ShutdownTrigger) -> anyhow::Result<()> {
+    preflight::check(&config).await?;
+    kafka::ensure_topic(&config.kafka).await?;
+    let mut tasks: tokio::task::JoinSet<anyhow::Result<()>> = tokio::task::JoinSet::new();
+    if role != Role::Applier {
+        let config = Arc::clone(&config);
+        let shutdown = trigger.subscribe();
+        tasks.spawn(async move { readers::run(config, shutdown).await });
+    }
+    if role != Role::Reader {
+        let applier = Applier::new(Arc::clone(&config))?;
+        let shutdown = trigger.subscribe();
+        tasks.spawn(async move { Ok(applier.run(shutdown).await?) });
+    }
+    let mut first_error = None;
+    // Whichever role ends first with an error stops the others: a process
+    // that silently runs only half of the bridge would look healthy.
+    while let Some(result) = tasks.join_next().await {
+        let result = result.map_err(anyhow::Error::from).and_then(|r| r);
+        if let Err(error) = result {
+            trigger.trigger();
+            first_error.get_or_insert(error);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}

@@ -1,0 +1,130 @@
+//! The reader role: the landlord's reader plus one supervised reader per
+//! registered tenant database, started and stopped as the registry changes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::kafka;
+use crate::model::Side;
+use crate::postgres::registry::{load_tenants, Tenant, TenantDirectory};
+use crate::runtime::shutdown::{self, Shutdown, ShutdownTrigger};
+use crate::source::{supervise, RowOwner, SourceSpec};
+
+/// Running reader tasks by tenant id.
+type Readers = HashMap<String, (Tenant, ShutdownTrigger, JoinHandle<()>)>;
+
+/// The reader role: the landlord's reader plus one supervised task per
+/// registered tenant, kept in step with the registry on every poll.
+pub(super) async fn run(config: Arc<Config>, mut shutdown: Shutdown) -> anyhow::Result<()> {
+    let producer = kafka::producer(&config.kafka)?;
+    let directory = TenantDirectory::default();
+    let mut running: Readers = HashMap::new();
+    let mut landlord: Option<JoinHandle<()>> = None;
+    let interval = config.tenants.rediscover_interval;
+    // One registry connection for all polls, opened again after a failure.
+    let mut registry: Option<tokio_postgres::Client> = None;
+    loop {
+        match poll_registry(&config, &mut registry).await {
+            Ok(tenants) => {
+                directory.replace(&tenants);
+                // The landlord reader maps rows to tenants, so it starts
+                // once the directory has been filled.
+                if landlord.is_none() {
+                    let spec = landlord_spec(&config, &directory)?;
+                    landlord = Some(tokio::spawn(supervise(
+                        spec,
+                        Arc::clone(&config),
+                        producer.clone(),
+                        shutdown.clone(),
+                    )));
+                }
+                sync_readers(&config, &producer, &mut running, tenants, &shutdown).await;
+            }
+            Err(error) => {
+                warn!(%error, "cannot read the tenant registry; keeping the current tenants")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait() => break,
+        }
+    }
+    for (_, (_, trigger, handle)) in running {
+        trigger.trigger();
+        let _ = handle.await;
+    }
+    if let Some(handle) = landlord {
+        let _ = handle.await;
+    }
+    Ok(())
+}
+
+async fn poll_registry(
+    config: &Config,
+    registry: &mut Option<tokio_postgres::Client>,
+) -> Result<Vec<Tenant>, crate::postgres::DbError> {
+    let client = match registry.take().filter(|c| !c.is_closed()) {
+        Some(client) => client,
+        None => crate::postgres::connect(&config.landlord.dsn, "landlord").await?,
+    };
+    let tenants = load_tenants(&client, config).await?;
+    *registry = Some(client);
+    Ok(tenants)
+}
+
+fn landlord_spec(config: &Config, directory: &TenantDirectory) -> anyhow::Result<SourceSpec> {
+    Ok(SourceSpec {
+        side: Side::Landlord,
+        database: crate::postgres::database_name(&config.landlord.dsn)?,
+        dsn: config.landlord.dsn.clone(),
+        owner: RowOwner::Landlord(directory.clone()),
+    })
+}
+
+/// Starts readers for new tenants and stops those no longer listed (or
+/// whose registry row changed: they start again on the new row).
+async fn sync_readers(
+    config: &Arc<Config>,
+    producer: &kafka::Producer,
+    running: &mut Readers,
+    tenants: Vec<Tenant>,
+    parent: &Shutdown,
+) {
+    let wanted: HashMap<String, Tenant> = tenants.into_iter().map(|t| (t.id.clone(), t)).collect();
+    let gone: Vec<String> = running
+        .iter()
+        .filter(|(id, (old, _, _))| wanted.get(*id) != Some(old))
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in gone {
+        if let Some((tenant, trigger, handle)) = running.remove(&id) {
+            info!(tenant = %id, database = %tenant.database_name, "tenant left the registry or changed; stopping its reader");
+            trigger.trigger();
+            let _ = handle.await;
+        }
+    }
+    for (id, tenant) in wanted {
+        if running.contains_key(&id) || parent.is_triggered() {
+            continue;
+        }
+        info!(tenant = %id, database = %tenant.database_name, "starting reader");
+        let spec = SourceSpec {
+            side: Side::Tenant,
+            database: tenant.database_name.clone(),
+            dsn: tenant.dsn(&config.tenants.connection_template),
+            owner: RowOwner::Tenant(tenant.tenant_ref()),
+        };
+        let (trigger, shutdown) = shutdown::channel();
+        let handle = tokio::spawn(supervise(
+            spec,
+            Arc::clone(config),
+            producer.clone(),
+            shutdown,
+        ));
+        running.insert(id, (tenant, trigger, handle));
+    }
+}

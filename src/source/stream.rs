@@ -1,0 +1,198 @@
+//! The streaming phase of one source: read the replication connection,
+//! hand logical messages to `changes`, wait for Kafka, confirm.
+//!
+//! ```text
+//!  XLogData  ─► pgoutput decode ─► changes ─► Delivery (Kafka, tracked)
+//!  keepalive ─► nothing in flight? confirm wal_end · reply at once when asked
+//!  Kafka ack ─► the tracker may move the confirmable LSN
+//!  tick      ─► standby status with the confirmable LSN
+//! ```
+//! Reading stops while too many events wait for Kafka (memory stays bounded).
+
+use std::time::Duration;
+
+use tokio_postgres::Client;
+use tracing::{info, warn};
+
+use super::capture::SourceContext;
+use super::changes::{Changes, TypeNames};
+use super::pgoutput::LogicalMessage;
+use super::replication::{ReplicationConnection, StreamMessage};
+use super::{ReaderError, RowOwner};
+use crate::config::Config;
+use crate::kafka::delivery::{Delivery, MAX_IN_FLIGHT};
+use crate::model::Lsn;
+use crate::postgres::bridge_schema::expire_tombstones;
+use crate::postgres::type_name;
+use crate::runtime::metrics::metrics;
+use crate::runtime::shutdown::Shutdown;
+
+/// How long a stopping reader waits for Kafka to acknowledge what it sent.
+const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How often each reader removes expired tombstones (also once at start).
+const TOMBSTONE_CLEANUP_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Type names from the source database's catalog.
+struct Catalog<'c> {
+    client: &'c Client,
+    database: &'c str,
+}
+
+impl TypeNames for Catalog<'_> {
+    async fn type_name(&mut self, oid: u32, modifier: i32) -> Result<String, ReaderError> {
+        Ok(type_name(self.client, self.database, oid, modifier).await?)
+    }
+}
+
+pub(crate) struct ChangeStream<'a> {
+    config: &'a Config,
+    source: SourceContext,
+    slot: String,
+    /// Ordinary connection, for type names of new relations and tombstone expiry.
+    client: Client,
+    conn: ReplicationConnection,
+    delivery: Delivery,
+    changes: Changes<'a>,
+    /// Latest WAL end the server told us about (for the lag metric).
+    server_position: Lsn,
+    /// Stop once this position is confirmable (benchmark drains).
+    pub(crate) stop_at: Option<Lsn>,
+}
+
+impl<'a> ChangeStream<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        config: &'a Config,
+        source: SourceContext,
+        owner: RowOwner,
+        slot: String,
+        client: Client,
+        conn: ReplicationConnection,
+        delivery: Delivery,
+        start: Lsn,
+    ) -> Self {
+        ChangeStream {
+            config,
+            changes: Changes::new(config, source.clone(), owner),
+            source,
+            slot,
+            client,
+            conn,
+            delivery,
+            server_position: start,
+            stop_at: None,
+        }
+    }
+
+    pub(crate) async fn run(&mut self, mut shutdown: Shutdown) -> Result<(), ReaderError> {
+        let interval = self.config.replication.status_interval;
+        let mut tick = tokio::time::interval(interval);
+        let mut cleanup = tokio::time::interval(TOMBSTONE_CLEANUP_INTERVAL);
+        loop {
+            let may_read = self.delivery.in_flight() < MAX_IN_FLIGHT;
+            tokio::select! {
+                message = self.conn.next_message(), if may_read => {
+                    let message = message.map_err(ReaderError::replication(&self.source.database))?;
+                    self.on_message(message).await?;
+                }
+                acked = self.delivery.poll(), if self.delivery.in_flight() > 0 => acked?,
+                _ = tick.tick() => self.report().await?,
+                _ = cleanup.tick() => self.expire_tombstones().await?,
+                _ = shutdown.wait() => break,
+            }
+            self.count_acknowledged();
+            if self
+                .stop_at
+                .is_some_and(|end| self.delivery.confirmable() >= end)
+            {
+                break;
+            }
+        }
+        self.finish().await
+    }
+
+    /// Drains what Kafka still has to acknowledge (bounded: with Kafka down
+    /// it would never end), confirms it, and closes the stream. Whatever is
+    /// not acknowledged is not confirmed either, so it is sent again.
+    async fn finish(&mut self) -> Result<(), ReaderError> {
+        match tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, self.delivery.drain()).await {
+            Ok(drained) => drained?,
+            Err(_) => {
+                warn!(database = %self.source.database, in_flight = self.delivery.in_flight(), "Kafka did not acknowledge in time; unconfirmed events will be sent again on restart")
+            }
+        }
+        self.count_acknowledged();
+        self.report().await?;
+        self.conn.close().await;
+        info!(database = %self.source.database, confirmed = %self.delivery.confirmable(), "reader stopped cleanly");
+        Ok(())
+    }
+
+    async fn on_message(&mut self, message: StreamMessage) -> Result<(), ReaderError> {
+        match message {
+            StreamMessage::XLogData { wal_end, data, .. } => {
+                self.server_position = self.server_position.max(wal_end);
+                let mut catalog = Catalog {
+                    client: &self.client,
+                    database: &self.source.database,
+                };
+                self.changes
+                    .on_logical(
+                        LogicalMessage::decode(data)?,
+                        &mut self.delivery,
+                        &mut catalog,
+                    )
+                    .await
+            }
+            StreamMessage::Keepalive {
+                wal_end,
+                reply_requested,
+            } => {
+                self.server_position = self.server_position.max(wal_end);
+                self.delivery.tracker().idle_advance(wal_end);
+                if reply_requested {
+                    self.report().await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn expire_tombstones(&mut self) -> Result<(), ReaderError> {
+        let removed = expire_tombstones(&self.client, self.config, &self.source.database).await?;
+        if removed > 0 {
+            info!(database = %self.source.database, removed, "expired tombstones removed");
+        }
+        Ok(())
+    }
+
+    fn count_acknowledged(&mut self) {
+        let acked = self.delivery.take_acknowledged();
+        if acked > 0 {
+            metrics()
+                .events_produced
+                .with_label_values(&[self.source.database.as_str()])
+                .inc_by(acked);
+        }
+    }
+
+    /// Sends a standby status update with the confirmable position (also the
+    /// periodic heartbeat, and the answer to a keepalive that asks).
+    async fn report(&mut self) -> Result<(), ReaderError> {
+        let confirmed = self.delivery.confirmable();
+        self.conn
+            .send_status(confirmed)
+            .await
+            .map_err(ReaderError::replication(&self.source.database))?;
+        let m = metrics();
+        m.confirmed_lsn
+            .with_label_values(&[self.slot.as_str()])
+            .set(confirmed.0 as i64);
+        let lag = self.server_position.0.saturating_sub(confirmed.0);
+        m.replication_lag_bytes
+            .with_label_values(&[self.slot.as_str()])
+            .set(lag as i64);
+        Ok(())
+    }
+}
