@@ -205,7 +205,7 @@ async fn main() {
         .await
         .unwrap();
     kafka::ensure_topic(&config.kafka).await.unwrap();
-    let bridge_slot = slot_name(&config.replication.slot_prefix, &db);
+    let bridge_slot = slot_name(&config.replication.slot_prefix, &db).to_string();
     let twin_slot = format!("{bridge_slot}_recv");
 
     let mut results = Vec::new();

@@ -36,10 +36,11 @@ use crate::config::Config;
 use crate::kafka::dead_letter::{DeadLetterError, DeadLetters};
 use crate::kafka::{self, KafkaSetupError};
 use crate::model::direction::{gate, Gate};
-use crate::model::Envelope;
+use crate::model::{Envelope, TenantId};
 use crate::postgres::registry::{load_tenants, Tenant};
 use crate::postgres::{directions, DbError};
 use crate::runtime::metrics::{count_events, metrics, EventOutcome};
+use crate::runtime::retry::{Backoff, Classify, ErrorClass, FailureLog};
 use crate::runtime::shutdown::Shutdown;
 use pool::TargetPool;
 use routing::{unknown_tenant, Target};
@@ -64,6 +65,27 @@ pub enum ApplierError {
     },
 }
 
+impl Classify for ApplierError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            ApplierError::Setup(_) => ErrorClass::Permanent,
+            ApplierError::DeadLetter(_) | ApplierError::Kafka(_) => ErrorClass::Transient,
+            ApplierError::Db(e) => e.class(),
+            ApplierError::Target { source, .. } => {
+                if source.is_transient() {
+                    ErrorClass::Transient
+                } else {
+                    ErrorClass::Permanent
+                }
+            }
+        }
+    }
+}
+
+/// Retry waits of a failed batch (see `runtime::retry`).
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// The applier's state across batches.
 pub struct Applier {
     config: Arc<Config>,
@@ -71,6 +93,8 @@ pub struct Applier {
     pool: TargetPool,
     tenants: Tenants,
     dead_letters: DeadLetters,
+    /// Batch failures, logged once per change of state.
+    failures: FailureLog,
 }
 
 impl Applier {
@@ -83,6 +107,7 @@ impl Applier {
             config,
             consumer,
             pool: TargetPool::default(),
+            failures: FailureLog::default(),
         })
     }
 
@@ -110,22 +135,24 @@ impl Applier {
         batch: &[OwnedMessage],
         shutdown: &mut Shutdown,
     ) -> Result<(), ApplierError> {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
         loop {
-            match self.apply_batch(batch).await {
+            let error = match self.apply_batch(batch).await {
                 Ok(()) => break,
-                Err(error) => {
-                    warn!(%error, retry_in = ?backoff, "applying a batch failed; retrying");
-                    self.pool.clear();
-                    self.tenants.mark_stale();
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.wait() => return Ok(()),
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
+                Err(error) => error,
+            };
+            let class = error.class();
+            let wait = backoff.after(class);
+            self.failures
+                .failed("applying a batch", class, &error, wait);
+            self.pool.clear();
+            self.tenants.mark_stale();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.wait() => return Ok(()),
             }
         }
+        self.failures.recovered("applying a batch");
         self.commit_offsets(batch)
     }
 
@@ -223,9 +250,9 @@ impl Applier {
     /// from both sides' current state once it answers again, which brings
     /// every skipped change. The landlord is different: its outage fails
     /// the batch, which is retried until the landlord is back.
-    fn defer_tenant(&mut self, id: &str, skipped: usize, error: &ApplierError) {
+    fn defer_tenant(&mut self, id: &TenantId, skipped: usize, error: &ApplierError) {
         warn!(tenant = %id, %error, "tenant database unreachable; its changes wait for a reconcile when it is back");
-        self.pool.drop_target(&Target::Tenant(id.to_string()));
+        self.pool.drop_target(&Target::Tenant(id.clone()));
         self.tenants.mark_unreachable(id);
         set_target_up(&self.tenants.registry, id, false);
         count_events(EventOutcome::Deferred, skipped as u64);
@@ -255,7 +282,7 @@ impl Applier {
     }
 }
 
-fn set_target_up(registry: &HashMap<String, Tenant>, id: &str, up: bool) {
+fn set_target_up(registry: &HashMap<TenantId, Tenant>, id: &TenantId, up: bool) {
     if let Some(tenant) = registry.get(id) {
         metrics()
             .target_up

@@ -11,6 +11,7 @@ use tokio_postgres::Client;
 use super::routing::Target;
 use super::target::TargetTable;
 use crate::config::{Config, Secret};
+use crate::model::TenantId;
 use crate::postgres::registry::Tenant;
 use crate::postgres::{connect, DbError};
 
@@ -37,7 +38,7 @@ impl TargetPool {
         &mut self,
         target: &Target,
         config: &Config,
-        tenants: &HashMap<String, Tenant>,
+        tenants: &HashMap<TenantId, Tenant>,
     ) -> Result<&mut TargetDb, DbError> {
         if self
             .open
@@ -81,7 +82,7 @@ impl TargetPool {
 /// Label and DSN of a target database.
 fn dsn_of(
     config: &Config,
-    tenants: &HashMap<String, Tenant>,
+    tenants: &HashMap<TenantId, Tenant>,
     target: &Target,
 ) -> Result<(String, Secret), DbError> {
     match target {

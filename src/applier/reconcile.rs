@@ -14,7 +14,7 @@ use super::tenants::TenantState;
 use super::writer::apply_group;
 use super::{set_target_up, Applier, ApplierError};
 use crate::model::direction::{gate, Gate};
-use crate::model::{Envelope, Side};
+use crate::model::{Envelope, Side, TenantId};
 use crate::source::tenant_rows::current_state;
 
 impl Applier {
@@ -36,7 +36,7 @@ impl Applier {
         }
     }
 
-    async fn reconcile_tenant(&mut self, id: &str) -> Result<(), ApplierError> {
+    async fn reconcile_tenant(&mut self, id: &TenantId) -> Result<(), ApplierError> {
         let Some(tenant) = self.tenants.registry.get(id).cloned() else {
             return Ok(());
         };
@@ -44,7 +44,7 @@ impl Applier {
         let tenant_ref = tenant.tenant_ref();
         let config = &self.config;
         let registry = &self.tenants.registry;
-        let tenant_target = Target::Tenant(id.to_string());
+        let tenant_target = Target::Tenant(id.clone());
         let landlord = self.pool.get(&Target::Landlord, config, registry).await?;
         let from_landlord = current_state(
             &landlord.client,

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::target::{Change, ColumnText};
 use crate::config::{Config, TableConfig};
-use crate::model::{Envelope, Op, Side};
+use crate::model::{Envelope, Op, Side, TenantId};
 use crate::postgres::registry::Tenant;
 
 /// Version given to a change that carries none (from a table without the
@@ -25,7 +25,7 @@ const NO_VERSION: &str = "1970-01-01 00:00:00+00";
 pub(crate) enum Target {
     Landlord,
     /// A tenant database, by tenant id.
-    Tenant(String),
+    Tenant(TenantId),
 }
 
 impl Target {
@@ -46,14 +46,14 @@ impl Target {
 }
 
 /// Why a change cannot be routed (it goes to the dead-letter topic).
-pub(crate) fn unknown_tenant(id: &str) -> String {
+pub(crate) fn unknown_tenant(id: &TenantId) -> String {
     format!("tenant {id} is not in the registry (check tenants.registry_query)")
 }
 
 /// The change in the target's terms, or why it cannot be routed.
 pub(crate) fn change_for(
     config: &Config,
-    tenants: &HashMap<String, Tenant>,
+    tenants: &HashMap<TenantId, Tenant>,
     target: &Target,
     envelope: &Envelope,
 ) -> Result<Change, String> {
@@ -81,13 +81,13 @@ fn landlord_key(
 ) -> Option<Vec<ColumnText>> {
     let mut key = vec![(
         table.landlord_tenant_key.clone(),
-        Some(envelope.tenant.id.clone()),
+        Some(envelope.tenant.id.to_string()),
     )];
     let fields: Option<&BTreeMap<String, Option<String>>> = tenant.map(|t| &t.fields);
     for (column, field) in &table.landlord_registry_columns {
         let value = match (fields.and_then(|f| f.get(field)), field.as_str()) {
             (Some(value), _) => value.clone(),
-            (None, "id") => Some(envelope.tenant.id.clone()),
+            (None, "id") => Some(envelope.tenant.id.to_string()),
             (None, "slug") => Some(envelope.tenant.slug.clone()),
             (None, _) => return None,
         };
@@ -204,7 +204,7 @@ mod tests {
         }
     }
 
-    fn tenants() -> HashMap<String, Tenant> {
+    fn tenants() -> HashMap<TenantId, Tenant> {
         let tenant = Tenant {
             id: "7".into(),
             slug: "acme".into(),
@@ -214,7 +214,7 @@ mod tests {
                 ("region".to_string(), Some("eu".to_string())),
             ]),
         };
-        HashMap::from([("7".to_string(), tenant)])
+        HashMap::from([(TenantId::from("7"), tenant)])
     }
 
     #[test]

@@ -59,7 +59,9 @@ impl TargetError {
     /// whole batch; anything else is a problem with this one message.
     pub fn is_transient(&self) -> bool {
         match self {
-            TargetError::Database(e) => crate::postgres::is_transient_pg(e),
+            TargetError::Database(e) => {
+                crate::postgres::class_of_pg(e) == crate::runtime::retry::ErrorClass::Transient
+            }
             _ => false,
         }
     }

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::model::direction::Directions;
-use crate::model::Direction;
+use crate::model::{Direction, TenantId};
 use crate::postgres::registry::Tenant;
 
 /// One tenant's state in the applier.
@@ -42,10 +42,10 @@ enum RegistryRead {
 }
 
 pub(super) struct Tenants {
-    pub(super) registry: HashMap<String, Tenant>,
+    pub(super) registry: HashMap<TenantId, Tenant>,
     pub(super) directions: Directions,
     /// Tenants not `Live`; a tenant absent here is live.
-    states: HashMap<String, TenantState>,
+    states: HashMap<TenantId, TenantState>,
     read: RegistryRead,
 }
 
@@ -81,10 +81,14 @@ impl Tenants {
     /// or changed direction (every tenant, on the first read: changes
     /// skipped while this applier was down are only in the databases)
     /// become pending a reconcile; returns them in id order.
-    pub(super) fn update(&mut self, registry: Vec<Tenant>, directions: Directions) -> Vec<String> {
-        let registry: HashMap<String, Tenant> =
+    pub(super) fn update(
+        &mut self,
+        registry: Vec<Tenant>,
+        directions: Directions,
+    ) -> Vec<TenantId> {
+        let registry: HashMap<TenantId, Tenant> =
             registry.into_iter().map(|t| (t.id.clone(), t)).collect();
-        let mut changed: Vec<String> = match self.read {
+        let mut changed: Vec<TenantId> = match self.read {
             RegistryRead::Never => registry.keys().cloned().collect(),
             _ => registry
                 .keys()
@@ -111,13 +115,13 @@ impl Tenants {
         self.states.get(id).copied().unwrap_or(TenantState::Live)
     }
 
-    pub(super) fn mark_unreachable(&mut self, id: &str) {
-        self.states.insert(id.to_string(), TenantState::Unreachable);
+    pub(super) fn mark_unreachable(&mut self, id: &TenantId) {
+        self.states.insert(id.clone(), TenantState::Unreachable);
     }
 
     /// Tenants waiting for a reconcile (unreachable ones included), in id order.
-    pub(super) fn pending(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.states.keys().cloned().collect();
+    pub(super) fn pending(&self) -> Vec<TenantId> {
+        let mut ids: Vec<TenantId> = self.states.keys().cloned().collect();
         ids.sort();
         ids
     }
@@ -163,8 +167,8 @@ mod tests {
             vec![tenant("1"), tenant("2"), tenant("3")],
             directions(&[("2", Direction::Paused)]),
         );
-        assert_eq!(later, vec!["2".to_string(), "3".to_string()]);
-        assert_eq!(tenants.pending(), vec!["2".to_string(), "3".to_string()]);
+        assert_eq!(later, vec![TenantId::from("2"), TenantId::from("3")]);
+        assert_eq!(tenants.pending(), later);
         assert_eq!(tenants.state("1"), TenantState::Live);
         assert!(!tenants.read_due(Duration::from_secs(3600)));
     }
@@ -173,7 +177,7 @@ mod tests {
     fn an_unreachable_tenant_stays_so_until_reconciled_and_leaves_with_the_registry() {
         let mut tenants = Tenants::new(Direction::Both);
         tenants.update(vec![tenant("1")], directions(&[]));
-        tenants.mark_unreachable("1");
+        tenants.mark_unreachable(&"1".into());
         tenants.update(vec![tenant("1")], directions(&[]));
         assert_eq!(
             tenants.state("1"),
@@ -182,7 +186,7 @@ mod tests {
         );
         assert_eq!(tenants.reconciled("1"), TenantState::Unreachable);
         assert_eq!(tenants.state("1"), TenantState::Live);
-        tenants.mark_unreachable("1");
+        tenants.mark_unreachable(&"1".into());
         tenants.update(vec![], directions(&[]));
         assert!(tenants.pending().is_empty(), "gone from the registry");
     }

@@ -20,7 +20,7 @@ use super::target::{Change, Outcome, TargetError, TargetTable};
 use super::ApplierError;
 use crate::config::{Config, TableConfig};
 use crate::model::loop_guard::APPLY_TRANSACTION_PREAMBLE;
-use crate::model::{Envelope, Side};
+use crate::model::{Envelope, Side, TenantId};
 use crate::postgres::registry::Tenant;
 use crate::postgres::table_columns;
 use crate::runtime::metrics::{count_events, metrics, EventOutcome};
@@ -39,7 +39,7 @@ pub(super) type Rejected = (usize, String);
 pub(super) async fn apply_group(
     pool: &mut TargetPool,
     config: &Config,
-    registry: &HashMap<String, Tenant>,
+    registry: &HashMap<TenantId, Tenant>,
     target: &Target,
     envelopes: &[&Envelope],
 ) -> Result<Vec<Rejected>, ApplierError> {

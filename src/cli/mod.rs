@@ -40,7 +40,8 @@ struct Cli {
 enum Command {
     /// Install what the bridge needs (bookkeeping schema, publications,
     /// replica identity) in the landlord and every registered tenant
-    /// database, and create the Kafka topic. Safe to run again.
+    /// database, and create the Kafka topics (changes and dead letters).
+    /// Safe to run again.
     Setup {
         /// Print the SQL instead of running it; touches nothing.
         #[arg(long)]

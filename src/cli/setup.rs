@@ -44,6 +44,6 @@ pub(super) async fn run_setup(config: &Config) -> anyhow::Result<()> {
         info!(tenant = %tenant.slug, database = %tenant.database_name, "tenant database ready");
     }
     kafka::ensure_topic(&config.kafka).await?;
-    info!(topic = %config.kafka.topic, "Kafka topic ready");
+    info!(topic = %config.kafka.topic, dead_letters = %config.kafka.dead_letter_topic(), "Kafka topics ready");
     Ok(())
 }

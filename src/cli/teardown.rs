@@ -28,7 +28,7 @@ pub(super) async fn run_teardown(config: &Config, drop_slots: bool) -> anyhow::R
                 &current_database(&client).await?,
             );
             client
-                .execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+                .execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", &[&slot.as_str()])
                 .await
                 .with_context(|| format!("dropping slot {slot} (is the bridge still running?)"))?;
         }

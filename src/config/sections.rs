@@ -279,7 +279,8 @@ impl Default for ApplierConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Address of the metrics/status endpoint; empty disables it.
+    /// Address of the HTTP endpoint (`/metrics`, `/health`, direction
+    /// changes); empty disables it.
     /// Override: `CDC_BRIDGE_HTTP_LISTEN`.
     #[serde(default = "default_http_listen")]
     pub listen: String,
@@ -287,7 +288,7 @@ pub struct HttpConfig {
     /// without it). Override: `CDC_BRIDGE_HTTP_TOKEN` (or `_FILE`).
     #[serde(default)]
     pub token: Option<Secret>,
-    /// Also require the token for `/metrics`, `/health` and `/status`.
+    /// Also require the token for `/metrics` and `/health`.
     #[serde(default)]
     pub protect_read_endpoints: bool,
 }

@@ -13,6 +13,7 @@ use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::KafkaConfig;
+use crate::runtime::retry::ErrorClass;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSetupError {
@@ -22,6 +23,30 @@ pub enum KafkaSetupError {
         "cannot create topic {topic}: {reason}; create it by hand or check broker permissions"
     )]
     Topic { topic: String, reason: String },
+}
+
+/// Whether retrying can help, from librdkafka's error code: broker,
+/// network and timeout trouble pass; a message the broker can never take,
+/// missing authorisation or a bad configuration need an operator.
+pub(crate) fn class_of_kafka(error: &KafkaError) -> ErrorClass {
+    use RDKafkaErrorCode::*;
+    match error.rdkafka_error_code() {
+        Some(
+            MessageSizeTooLarge
+            | InvalidMessageSize
+            | MessageBatchTooLarge
+            | InvalidRecord
+            | TopicAuthorizationFailed
+            | GroupAuthorizationFailed
+            | ClusterAuthorizationFailed
+            | SaslAuthenticationFailed
+            | Authentication
+            | InvalidConfig
+            | InvalidTopic
+            | UnknownTopic,
+        ) => ErrorClass::Permanent,
+        _ => ErrorClass::Transient,
+    }
 }
 
 /// Client settings in three layers: our tunable defaults, then the user's

@@ -18,8 +18,10 @@ use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::FutureRecord;
 use rdkafka::types::RDKafkaErrorCode;
 
+use crate::kafka::class_of_kafka;
 use crate::kafka::progress::{AckTracker, TxnSeq};
 use crate::model::Lsn;
+use crate::runtime::retry::{Classify, ErrorClass};
 
 /// Kafka did not take or did not acknowledge an event.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +30,15 @@ pub enum DeliveryError {
     Rejected { topic: String, source: KafkaError },
     #[error("the Kafka producer was dropped before acknowledging an event")]
     Canceled,
+}
+
+impl Classify for DeliveryError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            DeliveryError::Rejected { source, .. } => class_of_kafka(source),
+            DeliveryError::Canceled => ErrorClass::Transient,
+        }
+    }
 }
 
 type Acked = (

@@ -6,5 +6,5 @@ pub(crate) mod dead_letter;
 pub(crate) mod delivery;
 pub(crate) mod progress;
 
-pub(crate) use client::{base_config, consumer};
+pub(crate) use client::{base_config, class_of_kafka, consumer};
 pub use client::{ensure_topic, producer, KafkaSetupError, Producer};

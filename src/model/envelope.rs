@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::Side;
+use super::{Side, TenantId};
 
 /// Version of the envelope layout written by this build.
 pub const ENVELOPE_VERSION: u32 = 1;
@@ -38,7 +38,7 @@ pub enum Op {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TenantRef {
     /// The tenant's stable id from the registry (also the Kafka key).
-    pub id: String,
+    pub id: TenantId,
     pub slug: String,
 }
 
@@ -161,7 +161,7 @@ impl Envelope {
     /// The Kafka key: the tenant id, so that every change of a tenant's row,
     /// from either side, lands in one partition in order.
     pub fn kafka_key(&self) -> &str {
-        &self.tenant.id
+        self.tenant.id.as_str()
     }
 }
 

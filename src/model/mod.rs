@@ -6,11 +6,13 @@
 pub mod conflict;
 pub mod direction;
 pub mod envelope;
+mod ids;
 pub(crate) mod loop_guard;
 pub mod lsn;
 mod side;
 
 pub use direction::Direction;
 pub use envelope::{Envelope, Op, TenantRef};
+pub use ids::{SlotName, TenantId};
 pub use lsn::Lsn;
 pub use side::Side;

@@ -4,6 +4,7 @@
 use tokio_postgres::{Client, NoTls};
 
 use crate::config::Secret;
+use crate::runtime::retry::{Classify, ErrorClass};
 
 /// A failure talking to one database, naming which one.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +15,8 @@ pub enum DbError {
         dsn: String,
         source: tokio_postgres::Error,
     },
+    #[error("the connection string of database {database} is invalid ({reason}); fix the DSN in the configuration")]
+    BadDsn { database: String, reason: String },
     #[error("query `{what}` failed on database {database}: {}", describe(source))]
     Query {
         database: String,
@@ -36,14 +39,16 @@ impl DbError {
             source,
         }
     }
+}
 
-    /// Connection problems, lost connections and serialisation failures go
-    /// away on retry; errors in our SQL or the schema do not.
-    pub fn is_transient(&self) -> bool {
+impl Classify for DbError {
+    fn class(&self) -> ErrorClass {
         match self {
-            DbError::Connect { .. } => true,
-            DbError::Query { source, .. } => is_transient_pg(source),
-            DbError::Registry(_) | DbError::MissingTable { .. } | DbError::Setup { .. } => false,
+            DbError::Connect { source, .. } | DbError::Query { source, .. } => class_of_pg(source),
+            DbError::BadDsn { .. }
+            | DbError::Registry(_)
+            | DbError::MissingTable { .. }
+            | DbError::Setup { .. } => ErrorClass::Permanent,
         }
     }
 }
@@ -57,15 +62,28 @@ pub fn describe(error: &tokio_postgres::Error) -> String {
     }
 }
 
-/// Classifies by SQLSTATE class, never by message text.
-pub fn is_transient_pg(error: &tokio_postgres::Error) -> bool {
-    match error.code() {
-        None => true, // I/O: connection closed or reset
-        Some(code) => {
-            let class = &code.code()[..2];
-            // 08 connection, 40 rollback (serialization/deadlock), 53 resources, 57 operator intervention
-            matches!(class, "08" | "40" | "53" | "57")
-        }
+/// Whether retrying can help, from the SQLSTATE (never the message text);
+/// an error without one is I/O (connection refused, reset, closed).
+pub(crate) fn class_of_pg(error: &tokio_postgres::Error) -> ErrorClass {
+    error
+        .code()
+        .map_or(ErrorClass::Transient, |code| class_of_sqlstate(code.code()))
+}
+
+/// Transient: 08 connection, 40 serialization failure or deadlock, 53
+/// insufficient resources (too many connections, disk full), 57 operator
+/// intervention (shutdown, starting up), 58 system I/O, 55P03 lock not
+/// available, 55006 object in use (a slot another process streams).
+/// Everything else (28 credentials, 3D missing database, 42 privilege or
+/// missing object, 55000 `wal_level`, 22/23 data) needs an operator.
+pub(crate) fn class_of_sqlstate(code: &str) -> ErrorClass {
+    let transient = matches!(code.get(..2), Some("08" | "40" | "53" | "57" | "58"))
+        || code == "55P03"
+        || code == "55006";
+    if transient {
+        ErrorClass::Transient
+    } else {
+        ErrorClass::Permanent
     }
 }
 
@@ -77,7 +95,7 @@ pub async fn connect(dsn: &Secret, database: &str) -> Result<Client, DbError> {
         dsn: dsn.to_string(),
         source,
     };
-    let parsed: tokio_postgres::Config = dsn.expose().parse().map_err(connect_error)?;
+    let parsed = parse_dsn(dsn, database)?;
     let name = database.to_string();
     let log_end = move |result: Result<(), tokio_postgres::Error>| {
         if let Err(e) = result {
@@ -100,17 +118,40 @@ pub async fn connect(dsn: &Secret, database: &str) -> Result<Client, DbError> {
     }
 }
 
+fn parse_dsn(dsn: &Secret, database: &str) -> Result<tokio_postgres::Config, DbError> {
+    dsn.expose()
+        .parse()
+        .map_err(|e: tokio_postgres::Error| DbError::BadDsn {
+            database: database.to_string(),
+            reason: e.to_string(),
+        })
+}
+
 /// The database a DSN names (libpq's default: the user name).
 pub fn database_name(dsn: &Secret) -> Result<String, DbError> {
-    let parsed: tokio_postgres::Config =
-        dsn.expose().parse().map_err(|source| DbError::Connect {
-            database: "?".to_string(),
-            dsn: dsn.to_string(),
-            source,
-        })?;
+    let parsed = parse_dsn(dsn, "?")?;
     Ok(parsed
         .get_dbname()
         .or(parsed.get_user())
         .unwrap_or("postgres")
         .to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstate_classes_decide_whether_retrying_helps() {
+        for code in [
+            "08006", "40001", "40P01", "53300", "57P01", "57P03", "55P03", "55006",
+        ] {
+            assert_eq!(class_of_sqlstate(code), ErrorClass::Transient, "{code}");
+        }
+        for code in [
+            "28P01", "3D000", "42501", "42P01", "55000", "22P02", "23505",
+        ] {
+            assert_eq!(class_of_sqlstate(code), ErrorClass::Permanent, "{code}");
+        }
+    }
 }

@@ -12,5 +12,7 @@ pub mod setup;
 pub(crate) mod tls;
 
 pub(crate) use catalog::{table_columns, type_name, ColumnInfo};
-pub(crate) use connection::{connect, database_name, describe, is_transient_pg, DbError};
+pub(crate) use connection::{
+    class_of_pg, class_of_sqlstate, connect, database_name, describe, DbError,
+};
 pub(crate) use quoting::{quote_ident, quote_literal, quote_qualified};

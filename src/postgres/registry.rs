@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use crate::config::{Config, Secret};
-use crate::model::envelope::TenantRef;
+use crate::model::{TenantId, TenantRef};
 use tokio_postgres::Client;
 
 use crate::postgres::DbError;
@@ -13,7 +13,7 @@ use crate::postgres::DbError;
 /// One tenant as the registry lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant {
-    pub id: String,
+    pub id: TenantId,
     pub slug: String,
     pub database_name: String,
     /// Every column the registry query returned, as text (for
@@ -72,7 +72,7 @@ fn dsn_value(value: &str, url: bool) -> String {
 /// refreshes it) and the landlord reader (which maps landlord rows to
 /// tenants).
 #[derive(Debug, Clone, Default)]
-pub struct TenantDirectory(Arc<RwLock<HashMap<String, Tenant>>>);
+pub struct TenantDirectory(Arc<RwLock<HashMap<TenantId, Tenant>>>);
 
 impl TenantDirectory {
     pub fn replace(&self, tenants: &[Tenant]) {
@@ -127,7 +127,7 @@ fn parse_registry_row(json: &str) -> Result<Tenant, DbError> {
         })
     };
     Ok(Tenant {
-        id: required("id")?,
+        id: TenantId::new(required("id")?),
         slug: required("slug")?,
         database_name: required("database_name")?,
         fields,
@@ -144,7 +144,7 @@ mod tests {
             r#"{"id": 7, "slug": "acme", "database_name": "tenant_acme", "numeric_id": 1007}"#,
         )
         .unwrap();
-        assert_eq!(t.id, "7");
+        assert_eq!(t.id.as_str(), "7");
         assert_eq!(t.fields["numeric_id"].as_deref(), Some("1007"));
     }
 

@@ -1,7 +1,8 @@
-//! Installing what the bridge needs: the SQL in `migrations/` (rendered with
-//! the configured names) in the landlord and every tenant database, and the
-//! Kafka topic. Every step is idempotent: `setup` can be run again at any
-//! time, and `run` installs it in a database that lacks it.
+//! Installing what the bridge needs in a database: the SQL in `migrations/`
+//! (rendered with the configured names), for the landlord and for every
+//! tenant database (the Kafka topics are `kafka::ensure_topic`'s). Every
+//! step is idempotent: `setup` can be run again at any time, and `run`
+//! installs it in a database that lacks it.
 
 use tokio_postgres::Client;
 

@@ -2,4 +2,5 @@
 //! the retry policy, and the metrics registry.
 
 pub(crate) mod metrics;
+pub(crate) mod retry;
 pub mod shutdown;

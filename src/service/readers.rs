@@ -5,17 +5,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::Config;
 use crate::kafka;
-use crate::model::Side;
+use crate::model::{Side, TenantId};
 use crate::postgres::registry::{load_tenants, Tenant, TenantDirectory};
+use crate::runtime::retry::{Classify, FailureLog};
 use crate::runtime::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::source::{supervise, RowOwner, SourceSpec};
 
 /// Running reader tasks by tenant id.
-type Readers = HashMap<String, (Tenant, ShutdownTrigger, JoinHandle<()>)>;
+type Readers = HashMap<TenantId, (Tenant, ShutdownTrigger, JoinHandle<()>)>;
 
 /// The reader role: the landlord's reader plus one supervised task per
 /// registered tenant, kept in step with the registry on every poll.
@@ -27,9 +28,12 @@ pub(super) async fn run(config: Arc<Config>, mut shutdown: Shutdown) -> anyhow::
     let interval = config.tenants.rediscover_interval;
     // One registry connection for all polls, opened again after a failure.
     let mut registry: Option<tokio_postgres::Client> = None;
+    let mut failures = FailureLog::default();
+    const WHAT: &str = "reading the tenant registry (the current tenants keep syncing)";
     loop {
         match poll_registry(&config, &mut registry).await {
             Ok(tenants) => {
+                failures.recovered(WHAT);
                 directory.replace(&tenants);
                 // The landlord reader maps rows to tenants, so it starts
                 // once the directory has been filled.
@@ -44,9 +48,7 @@ pub(super) async fn run(config: Arc<Config>, mut shutdown: Shutdown) -> anyhow::
                 }
                 sync_readers(&config, &producer, &mut running, tenants, &shutdown).await;
             }
-            Err(error) => {
-                warn!(%error, "cannot read the tenant registry; keeping the current tenants")
-            }
+            Err(error) => failures.failed(WHAT, error.class(), &error, interval),
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
@@ -94,8 +96,9 @@ async fn sync_readers(
     tenants: Vec<Tenant>,
     parent: &Shutdown,
 ) {
-    let wanted: HashMap<String, Tenant> = tenants.into_iter().map(|t| (t.id.clone(), t)).collect();
-    let gone: Vec<String> = running
+    let wanted: HashMap<TenantId, Tenant> =
+        tenants.into_iter().map(|t| (t.id.clone(), t)).collect();
+    let gone: Vec<TenantId> = running
         .iter()
         .filter(|(id, (old, _, _))| wanted.get(*id) != Some(old))
         .map(|(id, _)| id.clone())

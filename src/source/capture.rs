@@ -18,7 +18,7 @@ use crate::model::{Lsn, Side};
 
 /// A published table as the stream describes it, with resolved type names.
 #[derive(Debug, Clone)]
-pub struct SourceTable {
+pub struct CapturedTable {
     /// Logical table name from the configuration (goes into the envelope).
     pub name: String,
     /// Column names and `format_type()` names, in relation order.
@@ -35,7 +35,7 @@ pub struct SourceTable {
     pub source_column: String,
 }
 
-impl SourceTable {
+impl CapturedTable {
     /// The stream's view of a synced table on one side, from the columns
     /// the catalog or a Relation message lists (name, `format_type` name).
     pub fn new(
@@ -43,11 +43,11 @@ impl SourceTable {
         side: Side,
         table: &TableConfig,
         columns: Vec<(String, String)>,
-    ) -> SourceTable {
+    ) -> CapturedTable {
         let mut excluded = table.exclude_columns.clone();
         excluded.push(config.sync.source_column.clone());
         excluded.push(config.sync.version_column.clone());
-        SourceTable {
+        CapturedTable {
             name: table.name.clone(),
             columns,
             key_columns: table.key_columns(side),
@@ -60,7 +60,7 @@ impl SourceTable {
 
 /// Where the rows come from: fixed for one reader.
 #[derive(Debug, Clone)]
-pub struct SourceContext {
+pub struct SourceDb {
     pub side: Side,
     pub database: String,
 }
@@ -112,7 +112,7 @@ pub enum CaptureError {
 /// `Err(())` = unchanged TOAST not available).
 type RowValues = Vec<Result<Option<String>, ()>>;
 
-fn row_values(table: &SourceTable, tuple: &TupleData) -> Result<RowValues, CaptureError> {
+fn row_values(table: &CapturedTable, tuple: &TupleData) -> Result<RowValues, CaptureError> {
     if tuple.0.len() != table.columns.len() {
         return Err(CaptureError::ColumnCount {
             table: table.name.clone(),
@@ -156,7 +156,7 @@ fn fill_unchanged(new: &mut RowValues, old: Option<&RowValues>) {
 }
 
 fn old_values(
-    table: &SourceTable,
+    table: &CapturedTable,
     old: Option<&OldTuple>,
 ) -> Result<Option<RowValues>, CaptureError> {
     match old {
@@ -168,7 +168,7 @@ fn old_values(
 }
 
 /// The text of one column of a row, e.g. the landlord's tenant key.
-pub fn column_text(table: &SourceTable, tuple: &TupleData, column: &str) -> Option<String> {
+pub fn column_text(table: &CapturedTable, tuple: &TupleData, column: &str) -> Option<String> {
     let index = table.columns.iter().position(|(name, _)| name == column)?;
     match tuple.0.get(index)? {
         TupleValue::Text(bytes) => String::from_utf8(bytes.to_vec()).ok(),
@@ -178,9 +178,9 @@ pub fn column_text(table: &SourceTable, tuple: &TupleData, column: &str) -> Opti
 
 /// Builds the envelope for an insert/update (`new` given) or a delete.
 pub fn row_envelope(
-    context: &SourceContext,
+    context: &SourceDb,
     tenant: &TenantRef,
-    table: &SourceTable,
+    table: &CapturedTable,
     txn: &TxnInfo,
     op: Op,
     new: Option<&TupleData>,
@@ -235,7 +235,7 @@ pub fn row_envelope(
     })
 }
 
-fn origin(source: &SourceContext, txn: &TxnInfo) -> Origin {
+fn origin(source: &SourceDb, txn: &TxnInfo) -> Origin {
     Origin {
         side: source.side,
         database: source.database.clone(),
@@ -253,7 +253,7 @@ pub struct Tombstone {
     pub table: String,
     pub key: BTreeMap<String, Option<String>>,
     pub version: String,
-    pub side: String,
+    pub side: Side,
 }
 
 /// The columns of `cdc_bridge.tombstones`, in order.
@@ -274,13 +274,13 @@ pub fn parse_tombstone(column_names: &[String], tuple: &TupleData) -> Option<Tom
         table: table?,
         key,
         version: version?,
-        side: side?,
+        side: Side::parse(&side?)?,
     })
 }
 
 /// The envelope of a delete, built from its tombstone.
 pub fn delete_envelope(
-    source: &SourceContext,
+    source: &SourceDb,
     tenant: &TenantRef,
     tombstone: Tombstone,
     txn: &TxnInfo,
@@ -291,7 +291,7 @@ pub fn delete_envelope(
         table: tombstone.table,
         tenant: tenant.clone(),
         origin: origin(source, txn),
-        source: Side::parse(&tombstone.side),
+        source: Some(tombstone.side),
         version: Some(tombstone.version),
         key: tombstone.key,
         columns: BTreeMap::new(),
@@ -303,8 +303,8 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
-    fn table() -> SourceTable {
-        SourceTable {
+    fn table() -> CapturedTable {
+        CapturedTable {
             name: "tenant_brandings".into(),
             columns: vec![
                 ("id".into(), "integer".into()),
@@ -326,8 +326,8 @@ mod tests {
         }
     }
 
-    fn source() -> SourceContext {
-        SourceContext {
+    fn source() -> SourceDb {
+        SourceDb {
             side: Side::Tenant,
             database: "tenant_a".into(),
         }

@@ -38,9 +38,10 @@ pub(crate) use supervisor::supervise;
 
 use crate::config::Secret;
 use crate::kafka::delivery::DeliveryError;
-use crate::model::{Side, TenantRef};
+use crate::model::{Side, TenantId, TenantRef};
 use crate::postgres::registry::TenantDirectory;
 use crate::postgres::DbError;
+use crate::runtime::retry::{Classify, ErrorClass};
 use capture::CaptureError;
 use pgoutput::DecodeError;
 use replication::ReplicationError;
@@ -80,7 +81,7 @@ impl RowOwner {
                         .get(id)
                         .map(|t| t.tenant_ref())
                         .unwrap_or_else(|| TenantRef {
-                            id: id.to_string(),
+                            id: TenantId::from(id),
                             slug: String::new(),
                         }),
                 )
@@ -104,6 +105,19 @@ pub enum ReaderError {
     Capture(#[from] CaptureError),
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
+}
+
+impl Classify for ReaderError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            ReaderError::Db(e) => e.class(),
+            ReaderError::Replication { source, .. } => source.class(),
+            ReaderError::Delivery(e) => e.class(),
+            // The stream or the table holds something this build cannot
+            // read: restarting reads the same bytes again.
+            ReaderError::Decode(_) | ReaderError::Capture(_) => ErrorClass::Permanent,
+        }
+    }
 }
 
 impl ReaderError {

@@ -16,13 +16,13 @@
 use tokio_postgres::Client;
 use tracing::{error, info, warn};
 
-use super::capture::{SourceContext, SourceTable};
+use super::capture::{CapturedTable, SourceDb};
 use super::snapshot::send_snapshot;
 use super::{ReaderError, RowOwner};
 use crate::config::Config;
 use crate::kafka::delivery::Delivery;
 use crate::kafka::Producer;
-use crate::model::Lsn;
+use crate::model::{Lsn, SlotName};
 use crate::postgres::bridge_schema::BridgeTables;
 use crate::postgres::table_columns;
 use crate::runtime::metrics::metrics;
@@ -30,7 +30,11 @@ use crate::source::replication::ReplicationConnection;
 
 /// Slot names are cluster-wide and limited to 63 characters of `[a-z0-9_]`;
 /// long database names are shortened with a hash so that they stay unique.
-pub fn slot_name(prefix: &str, database: &str) -> String {
+pub fn slot_name(prefix: &str, database: &str) -> SlotName {
+    SlotName::new_unchecked(valid_slot_name(prefix, database))
+}
+
+fn valid_slot_name(prefix: &str, database: &str) -> String {
     let clean: String = database
         .chars()
         .map(|c| {
@@ -101,8 +105,8 @@ pub(super) async fn prepare_slot(
     client: &mut Client,
     conn: &mut ReplicationConnection,
     config: &Config,
-    slot: &str,
-    source: (&SourceContext, &RowOwner),
+    slot: &SlotName,
+    source: (&SourceDb, &RowOwner),
     producer: Producer,
 ) -> Result<Lsn, ReaderError> {
     let db = source.0.database.as_str();
@@ -116,7 +120,7 @@ pub(super) async fn prepare_slot(
         // already newer.
         error!(
             database = db,
-            slot,
+            %slot,
             "replication slot {what}; creating it again and re-sending a snapshot of the current rows"
         );
         metrics().slot_recreated.with_label_values(&[db]).inc();
@@ -124,12 +128,12 @@ pub(super) async fn prepare_slot(
     if state == SlotState::SnapshotIncomplete {
         warn!(
             database = db,
-            slot, "slot exists but its snapshot never completed; dropping it to snapshot again"
+            %slot, "slot exists but its snapshot never completed; dropping it to snapshot again"
         );
     }
     if state.must_drop() {
         client
-            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+            .execute("SELECT pg_drop_replication_slot($1)", &[&slot.as_str()])
             .await
             .map_err(|e| ReaderError::sql(db, "drop slot", e))?;
     }
@@ -139,7 +143,7 @@ pub(super) async fn prepare_slot(
 async fn read_state(
     client: &Client,
     config: &Config,
-    slot: &str,
+    slot: &SlotName,
     db: &str,
 ) -> Result<SlotState, ReaderError> {
     let sql = format!(
@@ -149,7 +153,7 @@ async fn read_state(
         state_table = BridgeTables::new(config).slot_state()
     );
     let row = client
-        .query_one(&sql, &[&slot])
+        .query_one(&sql, &[&slot.as_str()])
         .await
         .map_err(|e| ReaderError::sql(db, "read slot", e))?;
     let confirmed: Option<String> = row.get(0);
@@ -164,8 +168,8 @@ async fn create_and_snapshot(
     client: &mut Client,
     conn: &mut ReplicationConnection,
     config: &Config,
-    slot: &str,
-    (source, owner): (&SourceContext, &RowOwner),
+    slot: &SlotName,
+    (source, owner): (&SourceDb, &RowOwner),
     producer: Producer,
 ) -> Result<Lsn, ReaderError> {
     let db = source.database.as_str();
@@ -173,19 +177,19 @@ async fn create_and_snapshot(
     client
         .execute(
             &format!("DELETE FROM {state_table} WHERE slot_name = $1"),
-            &[&slot],
+            &[&slot.as_str()],
         )
         .await
         .map_err(|e| ReaderError::sql(db, "clear slot state", e))?;
     let created = conn
-        .create_slot(slot)
+        .create_slot(slot.as_str())
         .await
         .map_err(ReaderError::replication(db))?;
     let mut tables = Vec::new();
     for table in &config.tables {
         let name = table.on(source.side).to_string();
         let columns = table_columns(client, db, &name).await?;
-        let source_table = SourceTable::new(
+        let source_table = CapturedTable::new(
             config,
             source.side,
             table,
@@ -212,7 +216,7 @@ async fn create_and_snapshot(
             &format!(
                 "INSERT INTO {state_table} (slot_name, snapshot_lsn) VALUES ($1, $2::text::pg_lsn)"
             ),
-            &[&slot, &created.consistent_point.to_string()],
+            &[&slot.as_str(), &created.consistent_point.to_string()],
         )
         .await
         .map_err(|e| ReaderError::sql(db, "record snapshot done", e))?;
@@ -220,7 +224,7 @@ async fn create_and_snapshot(
         .events_produced
         .with_label_values(&[db])
         .inc_by(sent);
-    info!(database = db, slot, rows = sent, at = %created.consistent_point, "initial snapshot sent");
+    info!(database = db, %slot, rows = sent, at = %created.consistent_point, "initial snapshot sent");
     Ok(created.consistent_point)
 }
 
@@ -231,13 +235,13 @@ mod tests {
     #[test]
     fn slot_names_are_valid_and_unique_per_database() {
         assert_eq!(
-            slot_name("cdc_bridge", "tenant_acme"),
+            slot_name("cdc_bridge", "tenant_acme").as_str(),
             "cdc_bridge_tenant_acme"
         );
-        let odd = slot_name("cdc_bridge", "Tenant-Acme");
+        let odd = slot_name("cdc_bridge", "Tenant-Acme").to_string();
         assert!(odd.starts_with("cdc_bridge_tenant_acme_"), "{odd}");
-        assert_ne!(odd, slot_name("cdc_bridge", "tenant_acme"));
-        let long = slot_name("cdc_bridge", &"x".repeat(80));
+        assert_ne!(odd, slot_name("cdc_bridge", "tenant_acme").to_string());
+        let long = slot_name("cdc_bridge", &"x".repeat(80)).to_string();
         assert!(long.len() <= 63, "{long}");
         assert!(long
             .chars()

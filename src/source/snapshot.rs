@@ -20,7 +20,7 @@ use crate::kafka::delivery::Delivery;
 use crate::model::envelope::Op;
 use crate::model::Lsn;
 use crate::postgres::{quote_ident, quote_literal, quote_qualified};
-use crate::source::capture::{column_text, row_envelope, SourceContext, SourceTable, TxnInfo};
+use crate::source::capture::{column_text, row_envelope, CapturedTable, SourceDb, TxnInfo};
 use crate::source::pgoutput::{TupleData, TupleValue};
 
 /// Sends every existing row of `tables` (as `(table, source table name)`).
@@ -28,8 +28,8 @@ pub(super) async fn send_snapshot(
     client: &mut Client,
     snapshot_name: &str,
     consistent_point: Lsn,
-    (source, owner): (&SourceContext, &RowOwner),
-    tables: &[(SourceTable, String)],
+    (source, owner): (&SourceDb, &RowOwner),
+    tables: &[(CapturedTable, String)],
     delivery: &mut Delivery,
 ) -> Result<u64, ReaderError> {
     let db = &source.database;
@@ -96,7 +96,7 @@ pub(super) async fn send_snapshot(
     Ok(sent)
 }
 
-fn select_as_text(table: &SourceTable, table_name: &str) -> String {
+fn select_as_text(table: &CapturedTable, table_name: &str) -> String {
     let columns: Vec<String> = table
         .columns
         .iter()

@@ -14,14 +14,14 @@ use std::time::Duration;
 use tokio_postgres::Client;
 use tracing::{info, warn};
 
-use super::capture::SourceContext;
+use super::capture::SourceDb;
 use super::changes::{Changes, TypeNames};
 use super::pgoutput::LogicalMessage;
 use super::replication::{ReplicationConnection, StreamMessage};
 use super::{ReaderError, RowOwner};
 use crate::config::Config;
 use crate::kafka::delivery::{Delivery, MAX_IN_FLIGHT};
-use crate::model::Lsn;
+use crate::model::{Lsn, SlotName};
 use crate::postgres::bridge_schema::expire_tombstones;
 use crate::postgres::type_name;
 use crate::runtime::metrics::metrics;
@@ -47,8 +47,8 @@ impl TypeNames for Catalog<'_> {
 
 pub(crate) struct ChangeStream<'a> {
     config: &'a Config,
-    source: SourceContext,
-    slot: String,
+    source: SourceDb,
+    slot: SlotName,
     /// Ordinary connection, for type names of new relations and tombstone expiry.
     client: Client,
     conn: ReplicationConnection,
@@ -64,9 +64,9 @@ impl<'a> ChangeStream<'a> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         config: &'a Config,
-        source: SourceContext,
+        source: SourceDb,
         owner: RowOwner,
-        slot: String,
+        slot: SlotName,
         client: Client,
         conn: ReplicationConnection,
         delivery: Delivery,

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::info;
 
-use super::capture::SourceContext;
+use super::capture::SourceDb;
 use super::slot::{prepare_slot, slot_name};
 use super::stream::ChangeStream;
 use super::{ReaderError, SourceSpec};
@@ -17,42 +17,58 @@ use crate::model::Lsn;
 use crate::postgres::connect;
 use crate::postgres::setup::ensure_installed;
 use crate::runtime::metrics::metrics;
+use crate::runtime::retry::{Backoff, Classify, FailureLog};
 use crate::runtime::shutdown::{self, Shutdown};
 use crate::source::replication::ReplicationConnection;
 
-/// Runs one source until shutdown, restarting after failures with backoff.
+/// Restart waits: from `RESTART_MIN`, doubling to `RESTART_MAX` (where a
+/// permanent error waits at once).
+const RESTART_MIN: Duration = Duration::from_millis(500);
+const RESTART_MAX: Duration = Duration::from_secs(30);
+
+/// A run this long counts as healthy: the next failure starts the backoff
+/// from the beginning.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+/// Runs one source until shutdown, restarting after failures with backoff
+/// (see `runtime::retry`).
 pub(crate) async fn supervise(
     spec: SourceSpec,
     config: Arc<Config>,
     producer: Producer,
     mut shutdown: Shutdown,
 ) {
-    let mut backoff = Duration::from_millis(500);
+    let what = format!("reader of database {}", spec.database);
+    let mut backoff = Backoff::new(RESTART_MIN, RESTART_MAX);
+    let mut failures = FailureLog::default();
     while !shutdown.is_triggered() {
         let started = Instant::now();
-        match stream_source(&spec, &config, producer.clone(), shutdown.clone(), None).await {
-            Ok(()) => break,
-            Err(error) => {
-                metrics()
-                    .source_up
-                    .with_label_values(&[spec.database.as_str()])
-                    .set(0);
-                warn!(database = %spec.database, %error, retry_in = ?backoff, "reader stopped; restarting");
-            }
+        let error =
+            match stream_source(&spec, &config, producer.clone(), shutdown.clone(), None).await {
+                Ok(()) => break,
+                Err(error) => error,
+            };
+        set_source_up(&spec.database, false);
+        if started.elapsed() > HEALTHY_RUN {
+            backoff.reset();
+            failures.forget();
         }
-        if started.elapsed() > Duration::from_secs(60) {
-            backoff = Duration::from_millis(500);
-        }
+        let class = error.class();
+        let wait = backoff.after(class);
+        failures.failed(&what, class, &error, wait);
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.wait() => break,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
+    set_source_up(&spec.database, false);
+}
+
+fn set_source_up(database: &str, up: bool) {
     metrics()
         .source_up
-        .with_label_values(&[spec.database.as_str()])
-        .set(0);
+        .with_label_values(&[database])
+        .set(i64::from(up));
 }
 
 /// Streams until every change up to `end` is acknowledged by Kafka, then
@@ -83,7 +99,7 @@ async fn stream_source(
     let mut conn = ReplicationConnection::connect(spec.dsn.expose())
         .await
         .map_err(ReaderError::replication(db))?;
-    let source = SourceContext {
+    let source = SourceDb {
         side: spec.side,
         database: spec.database.clone(),
     };
@@ -96,11 +112,11 @@ async fn stream_source(
         producer.clone(),
     )
     .await?;
-    conn.start_replication(&slot, start, &config.replication.publication)
+    conn.start_replication(slot.as_str(), start, &config.replication.publication)
         .await
         .map_err(ReaderError::replication(db))?;
     info!(database = db, %slot, %start, "streaming");
-    metrics().source_up.with_label_values(&[db]).set(1);
+    set_source_up(db, true);
     let delivery = Delivery::new(producer, config.kafka.topic.clone(), start);
     let mut stream = ChangeStream::new(
         config,

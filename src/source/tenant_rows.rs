@@ -12,9 +12,7 @@ use std::collections::BTreeMap;
 
 use tokio_postgres::Client;
 
-use super::capture::{
-    delete_envelope, row_envelope, SourceContext, SourceTable, Tombstone, TxnInfo,
-};
+use super::capture::{delete_envelope, row_envelope, CapturedTable, SourceDb, Tombstone, TxnInfo};
 use crate::config::Config;
 use crate::model::Lsn;
 use crate::model::{Envelope, Op, Side, TenantRef};
@@ -30,7 +28,7 @@ pub async fn current_state(
     database: &str,
     tenant: &TenantRef,
 ) -> Result<Vec<Envelope>, DbError> {
-    let source = SourceContext {
+    let source = SourceDb {
         side,
         database: database.to_string(),
     };
@@ -43,7 +41,7 @@ pub async fn current_state(
             .into_iter()
             .map(|c| (c.name, c.type_name))
             .collect();
-        let source_table = SourceTable::new(config, side, table, columns);
+        let source_table = CapturedTable::new(config, side, table, columns);
         let tenant_key = table.key_columns(side).remove(0);
         for tuple in read_rows(
             client,
@@ -160,7 +158,7 @@ async fn read_tombstones(
                 table: logical.to_string(),
                 key,
                 version: row.get(1),
-                side: row.get(2),
+                side: Side::parse(row.get(2))?,
             })
         })
         .collect())

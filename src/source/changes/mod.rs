@@ -19,8 +19,7 @@ use std::collections::HashMap;
 use tracing::{debug, warn};
 
 use super::capture::{
-    column_text, delete_envelope, parse_tombstone, row_envelope, SourceContext, SourceTable,
-    TxnInfo,
+    column_text, delete_envelope, parse_tombstone, row_envelope, CapturedTable, SourceDb, TxnInfo,
 };
 use super::pgoutput::{LogicalMessage, OldTuple, Relation, TupleData};
 use super::{ReaderError, RowOwner};
@@ -63,7 +62,7 @@ pub(crate) trait TypeNames {
 
 /// What a relation of the stream is to us.
 enum RelationKind {
-    Synced(SourceTable),
+    Synced(CapturedTable),
     /// The bridge's tombstones table (its column names, in order).
     Tombstones(Vec<String>),
     Ignored,
@@ -80,7 +79,7 @@ struct OpenTxn {
 /// The per-source state that turns the stream into events.
 pub(crate) struct Changes<'a> {
     config: &'a Config,
-    source: SourceContext,
+    source: SourceDb,
     owner: RowOwner,
     relations: HashMap<u32, RelationKind>,
     type_names: HashMap<(u32, i32), String>,
@@ -88,7 +87,7 @@ pub(crate) struct Changes<'a> {
 }
 
 impl<'a> Changes<'a> {
-    pub(crate) fn new(config: &'a Config, source: SourceContext, owner: RowOwner) -> Self {
+    pub(crate) fn new(config: &'a Config, source: SourceDb, owner: RowOwner) -> Self {
         Changes {
             config,
             source,
@@ -195,7 +194,7 @@ impl<'a> Changes<'a> {
             };
             columns.push((column.name.clone(), name));
         }
-        let synced = SourceTable::new(self.config, side, table, columns);
+        let synced = CapturedTable::new(self.config, side, table, columns);
         self.relations
             .insert(relation.id, RelationKind::Synced(synced));
         Ok(())
@@ -236,7 +235,7 @@ impl<'a> Changes<'a> {
 
     fn upsert_envelope(
         &self,
-        table: &SourceTable,
+        table: &CapturedTable,
         txn: &TxnInfo,
         new: Option<TupleData>,
         old: Option<OldTuple>,
@@ -266,7 +265,7 @@ impl<'a> Changes<'a> {
         txn: &TxnInfo,
     ) -> Option<Envelope> {
         let tombstone = parse_tombstone(names, row)?;
-        if tombstone.side != self.source.side.as_str() {
+        if tombstone.side != self.source.side {
             return None;
         }
         let table = self.config.table(&tombstone.table)?;

@@ -118,7 +118,7 @@ fn marker() -> LogicalMessage {
 
 async fn feed(messages: Vec<LogicalMessage>) -> (Collected, AllText) {
     let config = config();
-    let source = SourceContext {
+    let source = SourceDb {
         side: Side::Tenant,
         database: "tenant_a".into(),
     };
@@ -152,7 +152,7 @@ async fn an_application_insert_becomes_one_upsert_event_of_its_transaction() {
     assert_eq!(sink.events.len(), 1);
     let (seq, event) = &sink.events[0];
     assert_eq!(event.op, Op::Upsert);
-    assert_eq!(event.tenant.id, "7");
+    assert_eq!(event.tenant.id.as_str(), "7");
     assert_eq!(
         event.columns["primary_color"].value.as_deref(),
         Some("#fff")

@@ -134,6 +134,7 @@ pub(super) fn pg_now_micros() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::retry::{Classify, ErrorClass};
 
     fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
         let mut out = vec![tag];
@@ -184,7 +185,7 @@ mod tests {
             b"SERROR\0C42704\0Mreplication slot \"x\" does not exist\0Dmore\0\0",
         ));
         assert_eq!(err.sql_state(), Some("42704"));
-        assert!(err.is_permanent());
+        assert_eq!(err.class(), ErrorClass::Permanent);
         assert!(err.to_string().contains("does not exist (more)"));
     }
 

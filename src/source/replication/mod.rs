@@ -27,6 +27,8 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::model::Lsn;
+use crate::postgres::class_of_sqlstate;
+use crate::runtime::retry::{Classify, ErrorClass};
 use frames::{
     ensure_len, parse_copy_data, parse_data_row, pg_now_micros, read_i32, server_error,
     split_frame, unexpected,
@@ -63,17 +65,18 @@ impl ReplicationError {
             _ => None,
         }
     }
+}
 
-    /// Errors that retrying cannot fix (bad credentials, missing objects,
-    /// misconfiguration); everything else is treated as transient.
-    pub fn is_permanent(&self) -> bool {
+impl Classify for ReplicationError {
+    /// Server errors by SQLSTATE class; a bad DSN, failed authentication or
+    /// a protocol violation need an operator; I/O is transient.
+    fn class(&self) -> ErrorClass {
         match self {
-            ReplicationError::Dsn(_) | ReplicationError::Auth(_) => true,
-            ReplicationError::Server { code, .. } => {
-                // 28: invalid authorization, 42: syntax/undefined object, 55000: wal_level.
-                code.starts_with("28") || code.starts_with("42") || code == "55000"
-            }
-            _ => false,
+            ReplicationError::Server { code, .. } => class_of_sqlstate(code),
+            ReplicationError::Dsn(_)
+            | ReplicationError::Auth(_)
+            | ReplicationError::Protocol(_) => ErrorClass::Permanent,
+            ReplicationError::Io(_) | ReplicationError::Closed => ErrorClass::Transient,
         }
     }
 }
