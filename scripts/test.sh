@@ -7,7 +7,7 @@ set -euo pipefail
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_DIR"
 export STACK_DIR="${STACK_DIR:-${TMPDIR:-/tmp}/cdc-bridge-test-stack}"
-export PG_PORT="${PG_PORT:-56432}" KAFKA_PORT="${KAFKA_PORT:-59192}" PG_FSYNC=off
+export PG_PORT="${PG_PORT:-25432}" KAFKA_PORT="${KAFKA_PORT:-29192}" PG_FSYNC=off
 
 if ! command -v cargo >/dev/null; then
     echo "cargo is missing: install Rust (rustup) first" >&2
@@ -21,7 +21,7 @@ scripts/stack.sh up
 export CDC_TEST_PG_PORT="$PG_PORT" CDC_TEST_KAFKA="127.0.0.1:$KAFKA_PORT"
 log="$(mktemp)"
 set +e
-cargo test --locked "$@" 2>&1 | tee "$log"
+cargo test --locked --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line with the totals of every test binary (unit, integration, doc).

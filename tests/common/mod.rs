@@ -16,11 +16,11 @@ pub fn pg_port() -> u16 {
     std::env::var("CDC_TEST_PG_PORT")
         .ok()
         .and_then(|p| p.parse().ok())
-        .unwrap_or(56432)
+        .unwrap_or(25432)
 }
 
 pub fn kafka_brokers() -> String {
-    std::env::var("CDC_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:59192".into())
+    std::env::var("CDC_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:29192".into())
 }
 
 pub fn dsn(database: &str) -> String {
@@ -565,7 +565,9 @@ pub async fn http_request(
 
 /// A loopback port for this test process's HTTP endpoint.
 pub fn http_port(offset: u16) -> u16 {
-    20000 + (std::process::id() % 20000) as u16 + offset
+    // Below the kernel's ephemeral range (32768 and up), where a client
+    // socket could already hold it.
+    10000 + (std::process::id() % 20000) as u16 + offset
 }
 
 /// Sets `[http]` of the written configuration.
