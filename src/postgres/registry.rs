@@ -33,13 +33,30 @@ impl Tenant {
     ///
     /// Every `{field}` is replaced by that registry column, so tenants can
     /// live on several servers (e.g. `host={db_host} port={db_port}`).
+    /// The template is read once, left to right: a filled-in value is
+    /// never scanned again, so a registry value containing `{slug}` stays
+    /// literally that. A `{name}` that is no registry column stays as it is.
     pub fn dsn(&self, template: &Secret) -> Secret {
-        let mut dsn = template.expose().to_string();
-        let url = dsn.contains("://");
-        for (field, value) in &self.fields {
-            let value = dsn_value(value.as_deref().unwrap_or(""), url);
-            dsn = dsn.replace(&format!("{{{field}}}"), &value);
+        let template = template.expose();
+        let url = template.contains("://");
+        let mut dsn = String::with_capacity(template.len());
+        let mut rest = template;
+        while let Some(open) = rest.find('{') {
+            dsn.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            let field = after.find('}').map(|close| &after[..close]);
+            match field.and_then(|f| self.fields.get(f).map(|v| (f, v))) {
+                Some((field, value)) => {
+                    dsn.push_str(&dsn_value(value.as_deref().unwrap_or(""), url));
+                    rest = &after[field.len() + 1..];
+                }
+                None => {
+                    dsn.push('{');
+                    rest = after;
+                }
+            }
         }
+        dsn.push_str(rest);
         Secret::new(dsn)
     }
 }
@@ -174,6 +191,21 @@ mod tests {
         assert_eq!(config.get_dbname(), Some("x host=evil"));
         let url = t.dsn(&Secret::new("postgres://u@h/{database_name}"));
         assert_eq!(url.expose(), "postgres://u@h/x%20host%3Devil");
+    }
+
+    #[test]
+    fn the_template_is_filled_in_one_pass() {
+        let t = parse_registry_row(
+            r#"{"id": "1", "slug": "{database_name}", "database_name": "{slug}x"}"#,
+        )
+        .unwrap();
+        let dsn = t.dsn(&Secret::new(
+            "dbname={database_name} application_name={slug} x={unknown}",
+        ));
+        assert_eq!(
+            dsn.expose(),
+            "dbname='{slug}x' application_name='{database_name}' x={unknown}"
+        );
     }
 
     #[test]
