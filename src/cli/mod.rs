@@ -133,6 +133,7 @@ pub fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let config = Arc::new(Config::load(&cli.config)?);
+    crate::postgres::session::configure(&config.postgres);
     if let Some(root_cert) = &config.postgres.tls_root_cert {
         crate::postgres::tls::init(root_cert)?;
     }

@@ -178,7 +178,7 @@ fn default_consumer_group() -> String {
 }
 
 /// Settings of every PostgreSQL connection.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
     /// PEM file with the CA that signed the servers' certificates. Needed
@@ -186,6 +186,53 @@ pub struct PostgresConfig {
     /// verified.
     #[serde(default)]
     pub tls_root_cert: Option<std::path::PathBuf>,
+    /// Longest wait for a server to accept a connection and answer the
+    /// startup, in seconds (a host that accepts TCP and stays silent fails
+    /// after this).
+    #[serde(
+        rename = "connect_timeout_secs",
+        default = "default_connect_timeout",
+        deserialize_with = "duration::secs"
+    )]
+    pub connect_timeout: Duration,
+    /// Longest a statement of the bridge may run, in seconds (0 = no
+    /// limit); the initial snapshot is exempt.
+    #[serde(
+        rename = "statement_timeout_secs",
+        default = "default_statement_timeout",
+        deserialize_with = "duration::secs"
+    )]
+    pub statement_timeout: Duration,
+    /// Idle time before TCP keepalive probes, in seconds: a half-open
+    /// connection (a server that vanished) is noticed within about this
+    /// plus three probe intervals.
+    #[serde(
+        rename = "tcp_keepalive_secs",
+        default = "default_tcp_keepalive",
+        deserialize_with = "duration::secs"
+    )]
+    pub tcp_keepalive: Duration,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_statement_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_tcp_keepalive() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            tls_root_cert: None,
+            connect_timeout: default_connect_timeout(),
+            statement_timeout: default_statement_timeout(),
+            tcp_keepalive: default_tcp_keepalive(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

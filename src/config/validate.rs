@@ -57,6 +57,12 @@ impl Config {
                 ));
             }
         }
+        if self.postgres.connect_timeout.is_zero() || self.postgres.tcp_keepalive.is_zero() {
+            return Err(invalid(
+                "postgres.connect_timeout_secs",
+                "and postgres.tcp_keepalive_secs must be at least 1",
+            ));
+        }
         if self.applier.batch_size == 0 {
             return Err(invalid("applier.batch_size", "must be at least 1"));
         }

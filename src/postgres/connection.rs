@@ -15,6 +15,8 @@ pub enum DbError {
         dsn: String,
         source: tokio_postgres::Error,
     },
+    #[error("database {database} did not complete the connection within {seconds} s (server silent or overloaded); check that it is up and reachable")]
+    ConnectTimeout { database: String, seconds: u64 },
     #[error("the connection string of database {database} is invalid ({reason}); fix the DSN in the configuration")]
     BadDsn { database: String, reason: String },
     #[error("query `{what}` failed on database {database}: {}", describe(source))]
@@ -45,6 +47,7 @@ impl Classify for DbError {
     fn class(&self) -> ErrorClass {
         match self {
             DbError::Connect { source, .. } | DbError::Query { source, .. } => class_of_pg(source),
+            DbError::ConnectTimeout { .. } => ErrorClass::Transient,
             DbError::BadDsn { .. }
             | DbError::Registry(_)
             | DbError::MissingTable { .. }
@@ -95,7 +98,8 @@ pub async fn connect(dsn: &Secret, database: &str) -> Result<Client, DbError> {
         dsn: dsn.to_string(),
         source,
     };
-    let parsed = parse_dsn(dsn, database)?;
+    let mut parsed = parse_dsn(dsn, database)?;
+    super::session::apply(&mut parsed);
     let name = database.to_string();
     let log_end = move |result: Result<(), tokio_postgres::Error>| {
         if let Err(e) = result {
@@ -103,15 +107,31 @@ pub async fn connect(dsn: &Secret, database: &str) -> Result<Client, DbError> {
         }
     };
     let wants_tls = parsed.get_ssl_mode() != tokio_postgres::config::SslMode::Disable;
+    // tokio-postgres bounds only the TCP connect; a server that accepts and
+    // then stays silent would hold the startup forever.
+    let limit = parsed
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(super::session::settings().connect_timeout);
+    let timed_out = || DbError::ConnectTimeout {
+        database: database.to_string(),
+        seconds: limit.as_secs(),
+    };
     match crate::postgres::tls::client_config().filter(|_| wants_tls) {
         Some(tls) => {
             let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
-            let (client, connection) = parsed.connect(tls).await.map_err(connect_error)?;
+            let (client, connection) = tokio::time::timeout(limit, parsed.connect(tls))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(connect_error)?;
             tokio::spawn(async move { log_end(connection.await) });
             Ok(client)
         }
         None => {
-            let (client, connection) = parsed.connect(NoTls).await.map_err(connect_error)?;
+            let (client, connection) = tokio::time::timeout(limit, parsed.connect(NoTls))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(connect_error)?;
             tokio::spawn(async move { log_end(connection.await) });
             Ok(client)
         }

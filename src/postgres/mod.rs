@@ -8,6 +8,7 @@ mod connection;
 pub(crate) mod directions;
 mod quoting;
 pub(crate) mod registry;
+pub mod session;
 pub mod setup;
 pub(crate) mod tls;
 

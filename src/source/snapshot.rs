@@ -41,7 +41,7 @@ pub(super) async fn send_snapshot(
         .await
         .map_err(|e| ReaderError::sql(db, "begin snapshot transaction", e))?;
     tx.batch_execute(&format!(
-        "SET TRANSACTION SNAPSHOT {}; SET LOCAL TimeZone = 'UTC'",
+        "SET TRANSACTION SNAPSHOT {}; SET LOCAL statement_timeout = 0",
         quote_literal(snapshot_name)
     ))
     .await

@@ -28,6 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::model::Lsn;
 use crate::postgres::class_of_sqlstate;
+use crate::postgres::session::{self, TEXT_FORMATS};
 use crate::runtime::retry::{Classify, ErrorClass};
 use frames::{
     ensure_len, parse_copy_data, parse_data_row, pg_now_micros, read_i32, server_error,
@@ -116,14 +117,31 @@ impl ReplicationConnection {
         let config: tokio_postgres::Config = dsn
             .parse()
             .map_err(|e: tokio_postgres::Error| ReplicationError::Dsn(e.to_string()))?;
-        let stream = open_stream(&config).await?;
-        let mut conn = ReplicationConnection {
-            stream,
-            read_buf: BytesMut::with_capacity(256 * 1024),
-            write_buf: BytesMut::with_capacity(1024),
+        let limit = config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(session::settings().connect_timeout);
+        let connecting = async {
+            let stream = open_stream(&config).await?;
+            let mut conn = ReplicationConnection {
+                stream,
+                read_buf: BytesMut::with_capacity(256 * 1024),
+                write_buf: BytesMut::with_capacity(1024),
+            };
+            conn.startup(&config).await?;
+            Ok(conn)
         };
-        conn.startup(&config).await?;
-        Ok(conn)
+        // The whole handshake is bounded: a server that accepts TCP and
+        // stays silent must not hold the reader forever.
+        tokio::time::timeout(limit, connecting).await.map_err(|_| {
+            ReplicationError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the server did not complete the connection within {} s",
+                    limit.as_secs()
+                ),
+            ))
+        })?
     }
 
     async fn startup(&mut self, config: &tokio_postgres::Config) -> Result<(), ReplicationError> {
@@ -131,16 +149,18 @@ impl ReplicationConnection {
             .get_user()
             .ok_or_else(|| ReplicationError::Dsn("no user given".into()))?;
         let dbname = config.get_dbname().unwrap_or(user);
-        let params = [
+        let mut params = vec![
             ("user", user),
             ("database", dbname),
             ("replication", "database"),
             ("application_name", "cdc-bridge"),
             ("client_encoding", "UTF8"),
-            // Version timestamps then print in one zone everywhere.
-            ("TimeZone", "UTC"),
-            ("DateStyle", "ISO"),
         ];
+        // The walsender prints row values with these (see `postgres::session`).
+        params.extend(TEXT_FORMATS.iter().copied());
+        if let Some(options) = config.get_options() {
+            params.push(("options", options));
+        }
         frontend::startup_message(params.iter().copied(), &mut self.write_buf)?;
         self.flush().await?;
         self.authenticate(user, config.get_password()).await?;

@@ -1,14 +1,13 @@
 //! The byte stream under a replication connection: TCP (with TLS when the
 //! DSN asks and a root certificate is configured) or a Unix socket.
 
-use std::time::Duration;
-
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::ReplicationError;
+use crate::postgres::session;
 
 /// Whatever carries the protocol.
 pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -24,10 +23,11 @@ pub(super) async fn open_stream(
         .cloned()
         .unwrap_or(Host::Tcp("localhost".into()));
     let port = config.get_ports().first().copied().unwrap_or(5432);
+    let settings = session::settings();
     let connect_timeout = config
         .get_connect_timeout()
         .copied()
-        .unwrap_or(Duration::from_secs(10));
+        .unwrap_or(settings.connect_timeout);
     let stream: Box<dyn Stream> = match host {
         Host::Tcp(name) => {
             let tcp =
@@ -40,6 +40,12 @@ pub(super) async fn open_stream(
                         )
                     })??;
             tcp.set_nodelay(true)?;
+            // A vanished server is noticed even while the stream is idle.
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(settings.tcp_keepalive)
+                .with_interval(session::keepalive_interval(settings.tcp_keepalive))
+                .with_retries(3);
+            socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
             negotiate_tls(tcp, &name, config.get_ssl_mode()).await?
         }
         Host::Unix(dir) => {
