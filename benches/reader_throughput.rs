@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use cdc_bridge::config::{Config, Secret};
+use cdc_bridge::config::{Config, Dsn};
 use cdc_bridge::kafka;
 use cdc_bridge::model::{Lsn, Side, TenantRef};
 use cdc_bridge::postgres::setup;
@@ -150,7 +150,7 @@ async fn bridge_reader(config: &Config, db: &str, end: Lsn) -> f64 {
     let spec = SourceSpec {
         side: Side::Tenant,
         database: db.to_string(),
-        dsn: Secret::new(dsn(db)),
+        dsn: Dsn::new(dsn(db)),
         owner: RowOwner::Tenant(TenantRef {
             id: "1".into(),
             slug: "bench".into(),

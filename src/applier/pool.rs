@@ -10,7 +10,7 @@ use tokio_postgres::Client;
 
 use super::routing::Target;
 use super::target::TargetTable;
-use crate::config::{Config, Secret};
+use crate::config::{Config, Dsn};
 use crate::model::TenantId;
 use crate::postgres::registry::Tenant;
 use crate::postgres::{connect, DbError};
@@ -84,7 +84,7 @@ fn dsn_of(
     config: &Config,
     tenants: &HashMap<TenantId, Tenant>,
     target: &Target,
-) -> Result<(String, Secret), DbError> {
+) -> Result<(String, Dsn), DbError> {
     match target {
         Target::Landlord => Ok(("landlord".to_string(), config.landlord.dsn.clone())),
         Target::Tenant(id) => {

@@ -79,7 +79,8 @@ enum Command {
         #[command(subcommand)]
         action: DeadLetterAction,
     },
-    /// Check the configuration file and print it with secrets redacted.
+    /// Check the configuration file and print it (as TOML, with defaults
+    /// filled in) with every secret redacted.
     CheckConfig,
 }
 
@@ -159,7 +160,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Grants { role } => grants::print_grants(&config, &role).await,
         Command::CheckConfig => {
-            println!("{config:#?}");
+            print!("{}", config.redacted_toml());
             Ok(())
         }
     }

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Config, ConfigError, Secret};
+use super::{Config, ConfigError, Dsn, Secret};
 
 /// An environment variable that overrides one configuration key.
 pub struct EnvOverride {
@@ -22,13 +22,13 @@ pub const ENV_OVERRIDES: &[EnvOverride] = &[
         variable: "CDC_BRIDGE_LANDLORD_DSN",
         key: "landlord.dsn",
         secret: true,
-        apply: |c, v| c.landlord.dsn = Secret::new(v),
+        apply: |c, v| c.landlord.dsn = Dsn::new(v),
     },
     EnvOverride {
         variable: "CDC_BRIDGE_TENANT_DSN_TEMPLATE",
         key: "tenants.connection_template",
         secret: true,
-        apply: |c, v| c.tenants.connection_template = Secret::new(v),
+        apply: |c, v| c.tenants.connection_template = Dsn::new(v),
     },
     EnvOverride {
         variable: "CDC_BRIDGE_KAFKA_BROKERS",

@@ -12,16 +12,16 @@ mod validate;
 use std::path::Path;
 
 pub use env::ENV_OVERRIDES;
-pub use secret::{redact_dsn, Secret};
+pub use secret::{ClientSettings, Dsn, Secret, REDACTED};
 pub use sections::{
     ApplierConfig, HttpConfig, KafkaConfig, LandlordConfig, PostgresConfig, ReplicationConfig,
     SyncConfig, TableConfig, TenantsConfig,
 };
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub landlord: LandlordConfig,
@@ -95,6 +95,12 @@ impl Config {
         !table.is_never_synced(column)
             && column != self.sync.source_column
             && column != self.sync.version_column
+    }
+
+    /// The whole configuration as TOML, every secret redacted (`check-config`).
+    pub fn redacted_toml(&self) -> String {
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# the configuration cannot be shown: {e}\n"))
     }
 
     /// The table config by its logical name.
@@ -177,12 +183,26 @@ mod tests {
 
     #[test]
     fn secrets_never_print_their_password() {
-        let config = Config::parse(MINIMAL).unwrap();
-        let printed = format!("{config:?} {}", config.landlord.dsn);
-        assert!(!printed.contains("hunter2"), "{printed}");
-        assert_eq!(
-            redact_dsn("postgres://bridge:s3cret@db:5432/landlord"),
-            "postgres://bridge:***@db:5432/landlord"
-        );
+        let text = r#"
+            [landlord]
+            dsn = "host=127.0.0.1 dbname=landlord password=hunter2"
+            [tenants]
+            connection_template = "postgresql://u:tplpw@127.0.0.1/{database_name}"
+            [[table]]
+            name = "tenant_brandings"
+            [kafka]
+            brokers = "127.0.0.1:9092"
+            [kafka.client]
+            "sasl.password" = "saslpw"
+            [http]
+            token = "t0ken"
+        "#;
+        let config = Config::parse(text).unwrap();
+        let shown = config.redacted_toml();
+        let printed = format!("{config:?} {} {shown}", config.landlord.dsn);
+        for secret in ["hunter2", "tplpw", "saslpw", "t0ken"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(shown.contains("dbname=landlord"), "{shown}");
     }
 }

@@ -4,20 +4,20 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{duration, Secret};
+use super::{duration, ClientSettings, Dsn, Secret};
 use crate::model::{Direction, Side};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LandlordConfig {
     /// libpq-style DSN of the landlord database (`host=... dbname=...` or a
     /// `postgres://` URL). Override: `CDC_BRIDGE_LANDLORD_DSN`.
-    pub dsn: Secret,
+    pub dsn: Dsn,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantsConfig {
     /// Query run on the landlord that lists the tenants to sync. It must
@@ -28,12 +28,13 @@ pub struct TenantsConfig {
     pub registry_query: String,
     /// DSN of a tenant database; `{database_name}` is replaced by the value
     /// from the registry. Override: `CDC_BRIDGE_TENANT_DSN_TEMPLATE`.
-    pub connection_template: Secret,
+    pub connection_template: Dsn,
     /// How often the registry is read again, in seconds.
     #[serde(
         rename = "rediscover_interval_secs",
         default = "default_rediscover",
-        deserialize_with = "duration::secs"
+        deserialize_with = "duration::secs",
+        serialize_with = "duration::as_secs"
     )]
     pub rediscover_interval: Duration,
 }
@@ -48,7 +49,7 @@ fn default_rediscover() -> Duration {
 }
 
 /// One synced table and how its rows map between the two sides.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableConfig {
     /// Logical name, used in the Kafka envelope (`table`).
@@ -123,7 +124,7 @@ impl TableConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap servers, `host:port[,host:port]`. Override: `CDC_BRIDGE_KAFKA_BROKERS`.
@@ -152,7 +153,7 @@ pub struct KafkaConfig {
     /// librdkafka settings passed through to producer and consumer
     /// (`security.protocol`, `sasl.*`, `ssl.*`, `compression.type`, ...).
     #[serde(default)]
-    pub client: BTreeMap<String, String>,
+    pub client: ClientSettings,
 }
 
 fn default_topic() -> String {
@@ -178,7 +179,7 @@ fn default_consumer_group() -> String {
 }
 
 /// Settings of every PostgreSQL connection.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
     /// PEM file with the CA that signed the servers' certificates. Needed
@@ -192,7 +193,8 @@ pub struct PostgresConfig {
     #[serde(
         rename = "connect_timeout_secs",
         default = "default_connect_timeout",
-        deserialize_with = "duration::secs"
+        deserialize_with = "duration::secs",
+        serialize_with = "duration::as_secs"
     )]
     pub connect_timeout: Duration,
     /// Longest a statement of the bridge may run, in seconds (0 = no
@@ -200,7 +202,8 @@ pub struct PostgresConfig {
     #[serde(
         rename = "statement_timeout_secs",
         default = "default_statement_timeout",
-        deserialize_with = "duration::secs"
+        deserialize_with = "duration::secs",
+        serialize_with = "duration::as_secs"
     )]
     pub statement_timeout: Duration,
     /// Idle time before TCP keepalive probes, in seconds: a half-open
@@ -209,7 +212,8 @@ pub struct PostgresConfig {
     #[serde(
         rename = "tcp_keepalive_secs",
         default = "default_tcp_keepalive",
-        deserialize_with = "duration::secs"
+        deserialize_with = "duration::secs",
+        serialize_with = "duration::as_secs"
     )]
     pub tcp_keepalive: Duration,
 }
@@ -235,7 +239,7 @@ impl Default for PostgresConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicationConfig {
     /// Replication slot names are `{slot_prefix}_{database}`; slots are
@@ -252,7 +256,8 @@ pub struct ReplicationConfig {
     #[serde(
         rename = "status_interval_ms",
         default = "default_status_interval",
-        deserialize_with = "duration::millis"
+        deserialize_with = "duration::millis",
+        serialize_with = "duration::as_millis"
     )]
     pub status_interval: Duration,
 }
@@ -281,7 +286,7 @@ impl Default for ReplicationConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApplierConfig {
     /// Most Kafka messages applied in one target transaction.
@@ -291,14 +296,16 @@ pub struct ApplierConfig {
     #[serde(
         rename = "batch_wait_ms",
         default = "default_batch_wait",
-        deserialize_with = "duration::millis"
+        deserialize_with = "duration::millis",
+        serialize_with = "duration::as_millis"
     )]
     pub batch_wait: Duration,
     /// A target connection unused this long is closed, in seconds.
     #[serde(
         rename = "idle_connection_secs",
         default = "default_idle_connection",
-        deserialize_with = "duration::secs"
+        deserialize_with = "duration::secs",
+        serialize_with = "duration::as_secs"
     )]
     pub idle_connection: Duration,
 }
@@ -323,7 +330,7 @@ impl Default for ApplierConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Address of the HTTP endpoint (`/metrics`, `/health`, direction
@@ -355,7 +362,7 @@ impl Default for HttpConfig {
 }
 
 /// Loop prevention and conflict resolution settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncConfig {
     /// Bridge-managed column: which side wrote the current row version

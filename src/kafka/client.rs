@@ -62,7 +62,7 @@ fn client_config(
     for (key, value) in defaults {
         client.set(*key, *value);
     }
-    for (key, value) in &config.client {
+    for (key, value) in config.client.expose() {
         client.set(key, value);
     }
     for (key, value) in forced {

@@ -3,7 +3,7 @@
 
 use tokio_postgres::{Client, NoTls};
 
-use crate::config::Secret;
+use crate::config::Dsn;
 use crate::runtime::retry::{Classify, ErrorClass};
 
 /// A failure talking to one database, naming which one.
@@ -92,7 +92,7 @@ pub(crate) fn class_of_sqlstate(code: &str) -> ErrorClass {
 
 /// Opens a connection (with TLS when the DSN asks for it and a root
 /// certificate is configured) and drives it in the background.
-pub async fn connect(dsn: &Secret, database: &str) -> Result<Client, DbError> {
+pub async fn connect(dsn: &Dsn, database: &str) -> Result<Client, DbError> {
     let connect_error = |source| DbError::Connect {
         database: database.to_string(),
         dsn: dsn.to_string(),
@@ -138,7 +138,7 @@ pub async fn connect(dsn: &Secret, database: &str) -> Result<Client, DbError> {
     }
 }
 
-fn parse_dsn(dsn: &Secret, database: &str) -> Result<tokio_postgres::Config, DbError> {
+fn parse_dsn(dsn: &Dsn, database: &str) -> Result<tokio_postgres::Config, DbError> {
     dsn.expose()
         .parse()
         .map_err(|e: tokio_postgres::Error| DbError::BadDsn {
@@ -148,7 +148,7 @@ fn parse_dsn(dsn: &Secret, database: &str) -> Result<tokio_postgres::Config, DbE
 }
 
 /// The database a DSN names (libpq's default: the user name).
-pub fn database_name(dsn: &Secret) -> Result<String, DbError> {
+pub fn database_name(dsn: &Dsn) -> Result<String, DbError> {
     let parsed = parse_dsn(dsn, "?")?;
     Ok(parsed
         .get_dbname()

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use crate::config::{Config, Secret};
+use crate::config::{Config, Dsn};
 use crate::model::{TenantId, TenantRef};
 use tokio_postgres::Client;
 
@@ -36,7 +36,7 @@ impl Tenant {
     /// The template is read once, left to right: a filled-in value is
     /// never scanned again, so a registry value containing `{slug}` stays
     /// literally that. A `{name}` that is no registry column stays as it is.
-    pub fn dsn(&self, template: &Secret) -> Secret {
+    pub fn dsn(&self, template: &Dsn) -> Dsn {
         let template = template.expose();
         let url = template.contains("://");
         let mut dsn = String::with_capacity(template.len());
@@ -57,7 +57,7 @@ impl Tenant {
             }
         }
         dsn.push_str(rest);
-        Secret::new(dsn)
+        Dsn::new(dsn)
     }
 }
 
@@ -177,7 +177,7 @@ mod tests {
             r#"{"id": "1", "slug": "a", "database_name": "t", "db_port": 5433}"#,
         )
         .unwrap();
-        let dsn = t.dsn(&Secret::new("port={db_port} dbname={database_name}"));
+        let dsn = t.dsn(&Dsn::new("port={db_port} dbname={database_name}"));
         assert_eq!(dsn.expose(), "port=5433 dbname=t");
     }
 
@@ -185,11 +185,11 @@ mod tests {
     fn registry_values_cannot_inject_dsn_keys() {
         let t = parse_registry_row(r#"{"id": "1", "slug": "a", "database_name": "x host=evil"}"#)
             .unwrap();
-        let dsn = t.dsn(&Secret::new("host=h dbname={database_name}"));
+        let dsn = t.dsn(&Dsn::new("host=h dbname={database_name}"));
         assert_eq!(dsn.expose(), "host=h dbname='x host=evil'");
         let config: tokio_postgres::Config = dsn.expose().parse().unwrap();
         assert_eq!(config.get_dbname(), Some("x host=evil"));
-        let url = t.dsn(&Secret::new("postgres://u@h/{database_name}"));
+        let url = t.dsn(&Dsn::new("postgres://u@h/{database_name}"));
         assert_eq!(url.expose(), "postgres://u@h/x%20host%3Devil");
     }
 
@@ -199,7 +199,7 @@ mod tests {
             r#"{"id": "1", "slug": "{database_name}", "database_name": "{slug}x"}"#,
         )
         .unwrap();
-        let dsn = t.dsn(&Secret::new(
+        let dsn = t.dsn(&Dsn::new(
             "dbname={database_name} application_name={slug} x={unknown}",
         ));
         assert_eq!(
@@ -212,7 +212,7 @@ mod tests {
     fn dsn_fills_the_database_name() {
         let t =
             parse_registry_row(r#"{"id": "1", "slug": "a", "database_name": "tenant_a"}"#).unwrap();
-        let dsn = t.dsn(&Secret::new("host=h dbname={database_name} password=p"));
+        let dsn = t.dsn(&Dsn::new("host=h dbname={database_name} password=p"));
         assert_eq!(dsn.expose(), "host=h dbname=tenant_a password=p");
     }
 }

@@ -36,7 +36,7 @@ pub use slot::slot_name;
 pub use supervisor::drain_source_to;
 pub(crate) use supervisor::supervise;
 
-use crate::config::Secret;
+use crate::config::Dsn;
 use crate::kafka::delivery::DeliveryError;
 use crate::model::{Side, TenantId, TenantRef};
 use crate::postgres::registry::TenantDirectory;
@@ -51,7 +51,7 @@ use replication::ReplicationError;
 pub struct SourceSpec {
     pub side: Side,
     pub database: String,
-    pub dsn: Secret,
+    pub dsn: Dsn,
     /// Who the rows belong to: one tenant for a tenant database; for the
     /// landlord, each row's tenant key looked up in the directory.
     pub owner: RowOwner,
