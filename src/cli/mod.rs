@@ -60,6 +60,10 @@ enum Command {
         /// Also drop the replication slots (they retain WAL while they exist).
         #[arg(long)]
         drop_slots: bool,
+        /// Also delete the Kafka topics `setup` created (changes and dead
+        /// letters): the history is gone for good.
+        #[arg(long)]
+        delete_topics: bool,
     },
     /// Show or change the sync direction of one tenant or all: this is how
     /// cutover and rollback are done. Takes effect while the bridge runs.
@@ -145,7 +149,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Setup { dry_run: false } => setup::run_setup(&config).await,
         Command::Run { role } => run::run(config, role).await,
-        Command::Teardown { drop_slots } => teardown::run_teardown(&config, drop_slots).await,
+        Command::Teardown {
+            drop_slots,
+            delete_topics,
+        } => {
+            let scope = teardown::TeardownScope {
+                drop_slots,
+                delete_topics,
+            };
+            teardown::run_teardown(&config, scope).await
+        }
         Command::Direction { action } => direction::run_direction(&config, action).await,
         Command::DeadLetters {
             action: DeadLetterAction::Redrive,

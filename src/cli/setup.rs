@@ -7,6 +7,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::kafka;
 use crate::model::Side;
+use crate::postgres::bridge_schema::record_installed;
 use crate::postgres::registry::load_tenants;
 use crate::postgres::{connect, setup};
 
@@ -20,9 +21,14 @@ pub(super) fn print_setup_sql(config: &Config) {
             println!("-- {name}\n{sql}");
         }
     }
+    let kafka = &config.kafka;
     println!(
         "-- ===== Kafka =====\n-- create topic {} ({} partitions, replication factor {}, cleanup.policy={}, retention.ms={})",
-        config.kafka.topic, config.kafka.partitions, config.kafka.replication_factor, config.kafka.cleanup_policy, config.kafka.retention_ms
+        kafka.topic, kafka.partitions, kafka.replication_factor, kafka.cleanup_policy, kafka.retention_ms
+    );
+    println!(
+        "-- create topic {} ({} partitions, replication factor {}, cleanup.policy=delete, retention.ms=-1): dead letters",
+        kafka.dead_letter_topic(), kafka.partitions, kafka.replication_factor
     );
 }
 
@@ -41,6 +47,7 @@ pub(super) async fn run_setup(config: &Config) -> anyhow::Result<()> {
                     tenant.slug, tenant.database_name
                 )
             })?;
+        record_installed(&landlord, config, &tenant).await?;
         info!(tenant = %tenant.slug, database = %tenant.database_name, "tenant database ready");
     }
     kafka::ensure_topic(&config.kafka).await?;

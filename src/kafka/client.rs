@@ -186,3 +186,34 @@ pub async fn ensure_topic(config: &KafkaConfig) -> Result<(), KafkaSetupError> {
     }
     Ok(())
 }
+
+/// Deletes the change topic and the dead-letter topic (`teardown
+/// --delete-topics`); a topic that does not exist is no error.
+pub async fn delete_topics(config: &KafkaConfig) -> Result<(), KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> =
+        base_config(config).create().map_err(client_error(config))?;
+    let dead_letter_topic = config.dead_letter_topic();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .delete_topics(
+            &[config.topic.as_str(), dead_letter_topic.as_str()],
+            &options,
+        )
+        .await
+        .map_err(|e| KafkaSetupError::Topic {
+            topic: config.topic.clone(),
+            reason: e.to_string(),
+        })?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((name, code)) => {
+                return Err(KafkaSetupError::Topic {
+                    topic: name,
+                    reason: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(())
+}

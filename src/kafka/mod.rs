@@ -7,4 +7,4 @@ pub(crate) mod delivery;
 pub(crate) mod progress;
 
 pub(crate) use client::{base_config, class_of_kafka, consumer};
-pub use client::{ensure_topic, producer, KafkaSetupError, Producer};
+pub use client::{delete_topics, ensure_topic, producer, KafkaSetupError, Producer};

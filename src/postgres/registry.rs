@@ -122,7 +122,7 @@ pub async fn load_tenants(client: &Client, config: &Config) -> Result<Vec<Tenant
         .collect()
 }
 
-fn parse_registry_row(json: &str) -> Result<Tenant, DbError> {
+pub(crate) fn parse_registry_row(json: &str) -> Result<Tenant, DbError> {
     let object: BTreeMap<String, serde_json::Value> =
         serde_json::from_str(json).map_err(|e| DbError::Registry(e.to_string()))?;
     let fields: BTreeMap<String, Option<String>> = object

@@ -6,6 +6,7 @@
 
 use tokio_postgres::Client;
 
+use super::bridge_schema::BridgeTables;
 use crate::config::{Config, TableConfig};
 use crate::model::Side;
 use crate::postgres::{quote_ident, quote_literal, quote_qualified, DbError};
@@ -31,7 +32,10 @@ const COMMON: &[Migration] = &[
     migration!("common/002_publish_table.sql"),
     migration!("common/003_sync_columns.sql"),
 ];
-const LANDLORD_ONLY: &[Migration] = &[migration!("landlord/010_tenant_directions.sql")];
+const LANDLORD_ONLY: &[Migration] = &[
+    migration!("landlord/010_tenant_directions.sql"),
+    migration!("landlord/011_installed_databases.sql"),
+];
 const TEARDOWN: &[Migration] = &[
     migration!("common/teardown.sql"),
     migration!("common/teardown_database.sql"),
@@ -209,29 +213,30 @@ async fn is_installed(
     side: Side,
     database: &str,
 ) -> Result<bool, DbError> {
-    let schema = &config.replication.bridge_schema;
-    let tables: Vec<String> = config
+    let synced: Vec<String> = config
         .tables
         .iter()
         .map(|t| quote_qualified(t.on(side)))
         .collect();
-    let directions = match side {
-        Side::Landlord => format!("{}.tenant_directions", quote_ident(schema)),
-        Side::Tenant => format!("{}.tombstones", quote_ident(schema)),
+    let bridge = BridgeTables::new(config);
+    // The newest table of each side stands for its set: an older install
+    // lacks it and is installed again.
+    let newest = match side {
+        Side::Landlord => bridge.installed_databases(),
+        Side::Tenant => bridge.tombstones(),
     };
     let sql = "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL
                   AND (SELECT count(*) FROM unnest($3::text[]) t
                         WHERE EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(t) AND tgname = 'cdc_bridge_stamp')
                           AND EXISTS (SELECT 1 FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid
                                        WHERE p.pubname = $4 AND r.prrelid = to_regclass(t))) = cardinality($3::text[])";
-    let tombstones = format!("{}.tombstones", quote_ident(schema));
     let row = client
         .query_one(
             sql,
             &[
-                &tombstones,
-                &directions,
-                &tables,
+                &bridge.tombstones(),
+                &newest,
+                &synced,
                 &config.replication.publication,
             ],
         )

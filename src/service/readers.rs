@@ -10,6 +10,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::kafka;
 use crate::model::{Side, TenantId};
+use crate::postgres::bridge_schema::record_installed;
 use crate::postgres::registry::{load_tenants, Tenant, TenantDirectory};
 use crate::runtime::retry::{Classify, FailureLog};
 use crate::runtime::shutdown::{self, Shutdown, ShutdownTrigger};
@@ -29,6 +30,7 @@ pub(super) async fn run(config: Arc<Config>, mut shutdown: Shutdown) -> anyhow::
     // One registry connection for all polls, opened again after a failure.
     let mut registry: Option<tokio_postgres::Client> = None;
     let mut failures = FailureLog::default();
+    let mut unrecorded: Vec<Tenant> = Vec::new();
     const WHAT: &str = "reading the tenant registry (the current tenants keep syncing)";
     loop {
         match poll_registry(&config, &mut registry).await {
@@ -46,7 +48,10 @@ pub(super) async fn run(config: Arc<Config>, mut shutdown: Shutdown) -> anyhow::
                         shutdown.clone(),
                     )));
                 }
-                sync_readers(&config, &producer, &mut running, tenants, &shutdown).await;
+                let started =
+                    sync_readers(&config, &producer, &mut running, tenants, &shutdown).await;
+                unrecorded.extend(started);
+                record_streamed(&config, registry.as_ref(), &mut unrecorded).await;
             }
             Err(error) => failures.failed(WHAT, error.class(), &error, interval),
         }
@@ -87,6 +92,24 @@ fn landlord_spec(config: &Config, directory: &TenantDirectory) -> anyhow::Result
     })
 }
 
+/// Notes in the landlord which tenant databases are streamed, so that
+/// `teardown` reaches them even after they leave the registry; what cannot
+/// be recorded now is tried again on the next poll.
+async fn record_streamed(
+    config: &Config,
+    landlord: Option<&tokio_postgres::Client>,
+    unrecorded: &mut Vec<Tenant>,
+) {
+    let Some(landlord) = landlord else { return };
+    while let Some(tenant) = unrecorded.last() {
+        if let Err(error) = record_installed(landlord, config, tenant).await {
+            tracing::debug!(%error, "cannot record the streamed database yet");
+            return;
+        }
+        unrecorded.pop();
+    }
+}
+
 /// Starts readers for new tenants and stops those no longer listed (or
 /// whose registry row changed: they start again on the new row).
 async fn sync_readers(
@@ -95,7 +118,8 @@ async fn sync_readers(
     running: &mut Readers,
     tenants: Vec<Tenant>,
     parent: &Shutdown,
-) {
+) -> Vec<Tenant> {
+    let mut started = Vec::new();
     let wanted: HashMap<TenantId, Tenant> =
         tenants.into_iter().map(|t| (t.id.clone(), t)).collect();
     let gone: Vec<TenantId> = running
@@ -128,6 +152,8 @@ async fn sync_readers(
             producer.clone(),
             shutdown,
         ));
+        started.push(tenant.clone());
         running.insert(id, (tenant, trigger, handle));
     }
+    started
 }
