@@ -19,6 +19,7 @@ use tokio_postgres::{GenericClient, Statement};
 
 use crate::config::Config;
 use crate::model::Side;
+use crate::postgres::bridge_schema::BridgeTables;
 use crate::postgres::{quote_ident, quote_qualified, ColumnInfo};
 
 /// Column name and text value (`None` = NULL).
@@ -74,6 +75,8 @@ pub struct TargetTable {
     logical: String,
     quoted: String,
     tombstones: String,
+    /// The statement that takes the key lock (see `migrations/common/001`).
+    key_lock: String,
     source_column: String,
     version_column: String,
     /// Column name to its type without modifier (cast target).
@@ -91,8 +94,9 @@ impl TargetTable {
         TargetTable {
             logical: logical.to_string(),
             quoted: quote_qualified(table_name),
-            tombstones: format!(
-                "{}.tombstones",
+            tombstones: BridgeTables::new(config).tombstones(),
+            key_lock: format!(
+                "SELECT {}.lock_key($1::text, $2::text::jsonb)",
                 quote_ident(&config.replication.bridge_schema)
             ),
             source_column: quote_ident(&config.sync.source_column),
@@ -130,17 +134,61 @@ impl TargetTable {
         Ok(format!("CAST(${placeholder}::text AS {type_name})"))
     }
 
-    /// Applies one change under the last-writer-wins rule.
+    /// Applies one change under the last-writer-wins rule. The decision is
+    /// taken under the row lock and the key lock, in the order application
+    /// writers take them (row, then key), and the write statement's snapshot
+    /// is taken after both: a concurrent delete or insert has committed or
+    /// has not started, so the row and the tombstone it compares against
+    /// are current.
     pub async fn apply<C: GenericClient>(
         &mut self,
         client: &C,
         change: &Change,
     ) -> Result<Outcome, TargetError> {
+        self.lock(client, change).await?;
         if change.is_delete {
             self.delete(client, change).await
         } else {
             self.upsert(client, change).await
         }
+    }
+
+    async fn lock<C: GenericClient>(
+        &mut self,
+        client: &C,
+        change: &Change,
+    ) -> Result<(), TargetError> {
+        let values: Vec<Option<&str>> = change.key.iter().map(|(_, v)| v.as_deref()).collect();
+        self.execute(client, self.row_lock_sql(&change.key)?, &values)
+            .await?;
+        let row_key = row_key_json(&change.key);
+        let logical = self.logical.clone();
+        let key_lock = self.key_lock.clone();
+        self.execute(
+            client,
+            key_lock,
+            &[Some(logical.as_str()), Some(row_key.as_str())],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Locks the row of the key if one is visible (waiting for its writers).
+    fn row_lock_sql(&self, key: &[ColumnText]) -> Result<String, TargetError> {
+        Ok(format!(
+            "SELECT 1 FROM {} WHERE {} FOR UPDATE",
+            self.quoted,
+            self.key_conditions(key)?
+        ))
+    }
+
+    fn key_conditions(&self, key: &[ColumnText]) -> Result<String, TargetError> {
+        let conditions = key
+            .iter()
+            .enumerate()
+            .map(|(i, (c, _))| Ok(format!("{} = {}", quote_ident(c), self.cast(c, i + 1)?)))
+            .collect::<Result<Vec<_>, TargetError>>()?;
+        Ok(conditions.join(" AND "))
     }
 
     async fn upsert<C: GenericClient>(
@@ -242,15 +290,10 @@ impl TargetTable {
 
     fn delete_sql(&self, key: &[ColumnText]) -> Result<String, TargetError> {
         let n = key.len();
-        let conditions = key
-            .iter()
-            .enumerate()
-            .map(|(i, (c, _))| Ok(format!("{} = {}", quote_ident(c), self.cast(c, i + 1)?)))
-            .collect::<Result<Vec<_>, TargetError>>()?;
         Ok(format!(
             "DELETE FROM {} WHERE {} AND ({}, {}) < (${}::text::timestamptz, ${}::text)",
             self.quoted,
-            conditions.join(" AND "),
+            self.key_conditions(key)?,
             self.version_column,
             self.source_column,
             n + 2,

@@ -10,11 +10,11 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::warn;
 
-use super::pool::TargetPool;
+use super::pool::{TargetDb, TargetPool};
 use super::routing::{change_for, data_columns_only, Target};
 use super::target::{Change, Outcome, TargetError, TargetTable};
 use super::ApplierError;
@@ -33,9 +33,29 @@ const SCHEMA_RECHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// and why (it goes to the dead-letter topic, or the log for reconciles).
 pub(super) type Rejected = (usize, String);
 
-/// Applies `envelopes` to `target` in one transaction. Transient failures
-/// (and failures of the database as a whole) fail the group; a change the
-/// target refuses is rejected alone.
+/// The applier waits at most this long for a lock; then it gives way and
+/// retries later. Shorter than PostgreSQL's `deadlock_timeout` (1 s by
+/// default) so that in a lock cycle with an application transaction it is
+/// the bridge that fails, never the application.
+const LOCK_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// A target transaction is committed once it has been open this long (and
+/// the rest of the group continues in a new one): the time from its first
+/// lock to its last lock wait stays under `deadlock_timeout - LOCK_TIMEOUT`,
+/// which is what keeps the application out of the deadlock victim's place.
+const TRANSACTION_BUDGET: Duration = Duration::from_millis(400);
+
+/// What applying a group produced.
+#[derive(Default)]
+struct GroupResult {
+    rejected: Vec<Rejected>,
+    outcomes: HashMap<EventOutcome, u64>,
+    schema_suspect: bool,
+}
+
+/// Applies `envelopes` to `target`, in as few transactions as the time
+/// budget allows. Transient failures (and failures of the database as a
+/// whole) fail the group; a change the target refuses is rejected alone.
 pub(super) async fn apply_group(
     pool: &mut TargetPool,
     config: &Config,
@@ -44,32 +64,74 @@ pub(super) async fn apply_group(
     envelopes: &[&Envelope],
 ) -> Result<Vec<Rejected>, ApplierError> {
     let db = pool.get(target, config, registry).await?;
+    let mut result = GroupResult::default();
+    let mut next = 0;
+    while next < envelopes.len() {
+        next = apply_in_transaction(
+            db,
+            config,
+            registry,
+            target,
+            &envelopes[next..],
+            next,
+            &mut result,
+        )
+        .await?;
+    }
+    if result.schema_suspect {
+        db.tables.clear();
+    }
+    for (outcome, n) in result.outcomes {
+        count_events(outcome, n);
+    }
+    observe_latency(envelopes);
+    Ok(result.rejected)
+}
+
+/// Applies changes from the front of `envelopes` in one transaction until
+/// they are done or the budget is spent; returns the index (in the whole
+/// group, `offset` being the first one's) of the first change not applied.
+async fn apply_in_transaction(
+    db: &mut TargetDb,
+    config: &Config,
+    registry: &HashMap<TenantId, Tenant>,
+    target: &Target,
+    envelopes: &[&Envelope],
+    offset: usize,
+    result: &mut GroupResult,
+) -> Result<usize, ApplierError> {
     let label = db.label.clone();
     let target_err = |source: TargetError| ApplierError::Target {
         database: label.clone(),
         source,
     };
+    let started = Instant::now();
     let tx = db
         .client
         .transaction()
         .await
         .map_err(|e| target_err(e.into()))?;
-    tx.batch_execute(APPLY_TRANSACTION_PREAMBLE)
-        .await
-        .map_err(|e| target_err(e.into()))?;
-    let mut rejected = Vec::new();
-    let mut schema_suspect = false;
-    let mut outcomes: HashMap<EventOutcome, u64> = HashMap::new();
-    for (index, envelope) in envelopes.iter().enumerate() {
+    tx.batch_execute(&format!(
+        "{APPLY_TRANSACTION_PREAMBLE}; SET LOCAL lock_timeout = '{}ms'",
+        LOCK_TIMEOUT.as_millis()
+    ))
+    .await
+    .map_err(|e| target_err(e.into()))?;
+    for (position, envelope) in envelopes.iter().enumerate() {
+        let index = offset + position;
+        if position > 0 && started.elapsed() > TRANSACTION_BUDGET {
+            tx.commit().await.map_err(|e| target_err(e.into()))?;
+            return Ok(index);
+        }
         let change = match change_for(config, registry, target, envelope) {
             Ok(change) => change,
             Err(reason) => {
-                rejected.push((index, reason));
+                result.rejected.push((index, reason));
                 continue;
             }
         };
         let Some(table) = config.table(&envelope.table) else {
-            rejected.push((
+            result.rejected.push((
                 index,
                 format!("table {} is not configured on this bridge", envelope.table),
             ));
@@ -96,27 +158,20 @@ pub(super) async fn apply_group(
                 tx.batch_execute("ROLLBACK TO SAVEPOINT change")
                     .await
                     .map_err(|e| target_err(e.into()))?;
-                rejected.push((index, format!("{label}: {e}")));
+                result.rejected.push((index, format!("{label}: {e}")));
                 // The table may have changed (a column type, a new
                 // column): read its columns again next time.
-                schema_suspect = true;
+                result.schema_suspect = true;
                 continue;
             }
         };
-        *outcomes.entry(outcome).or_default() += 1;
+        *result.outcomes.entry(outcome).or_default() += 1;
         tx.batch_execute("RELEASE SAVEPOINT change")
             .await
             .map_err(|e| target_err(e.into()))?;
     }
     tx.commit().await.map_err(|e| target_err(e.into()))?;
-    if schema_suspect {
-        db.tables.clear();
-    }
-    for (outcome, n) in outcomes {
-        count_events(outcome, n);
-    }
-    observe_latency(envelopes);
-    Ok(rejected)
+    Ok(offset + envelopes.len())
 }
 
 /// Schema drift: a column only the source has is ignored (with one

@@ -61,6 +61,23 @@ fn migrations(side: Side) -> Vec<&'static Migration> {
     COMMON.iter().chain(own).collect()
 }
 
+/// The `format()` template, as a literal, of the statement the insert
+/// trigger runs to wait for the writers of a visible row of the new row's
+/// key: `SELECT 1 FROM %s WHERE "id" = ($1)."id" FOR SHARE` (the table
+/// comes from `TG_RELID`, the new row is `$1`).
+fn visible_row_share_lock(columns: &[String]) -> String {
+    let conditions: Vec<String> = columns
+        .iter()
+        .map(|c| format!("{0} = ($1).{0}", quote_ident(c)))
+        .collect();
+    // `%` would be a format() directive; doubled, it is a plain percent sign.
+    let query = format!(
+        "SELECT 1 FROM %s WHERE {} FOR SHARE",
+        conditions.join(" AND ").replace('%', "%%")
+    );
+    quote_literal(&query)
+}
+
 /// `jsonb_build_object('id', NEW."id"::text, ...)`: the row key as the
 /// tombstones table stores it (text values, so both sides build it alike).
 fn row_key_expression(record: &str, columns: &[String]) -> String {
@@ -109,6 +126,11 @@ fn render(sql: &str, config: &Config, side: Side, table: Option<&TableConfig>) -
                 "{{tombstone_function}}",
                 &quote_ident(&format!("tombstone_{}", table.name)),
             )
+            .replace(
+                "{{lock_function}}",
+                &quote_ident(&format!("lock_{}", table.name)),
+            )
+            .replace("{{visible_row_share_lock}}", &visible_row_share_lock(&keys))
             .replace("{{row_key_new}}", &row_key_expression("NEW", &keys))
             .replace("{{row_key_old}}", &row_key_expression("OLD", &keys));
     }
