@@ -228,8 +228,11 @@ impl Applier {
         )
         .await;
         match (applied, &target) {
-            (Ok(rejected), _) => {
-                for (index, reason) in rejected {
+            (Ok(applied), _) => {
+                if applied.columns_appeared {
+                    self.columns_appeared(&target);
+                }
+                for (index, reason) in applied.rejected {
                     self.dead_letters.send(items[index].0, &reason).await?;
                 }
                 Ok(())
@@ -256,6 +259,20 @@ impl Applier {
         self.tenants.mark_unreachable(id);
         set_target_up(&self.tenants.registry, id, false);
         count_events(EventOutcome::Deferred, skipped as u64);
+    }
+
+    /// The target gained a column that changes had been carrying: rows
+    /// applied before lack its values, so the tenants whose rows live there
+    /// are reconciled (the same versions again, now with the new column).
+    fn columns_appeared(&mut self, target: &Target) {
+        info!(
+            ?target,
+            "the target gained a synced column; reconciling to carry existing values over"
+        );
+        match target {
+            Target::Landlord => self.tenants.mark_all_pending(),
+            Target::Tenant(id) => self.tenants.mark_pending(id),
+        }
     }
 
     /// Re-reads registry and directions when the interval passed (or

@@ -64,16 +64,23 @@ impl Applier {
         )
         .await?;
         let mut rejected = Vec::new();
+        let mut gained_columns = Vec::new();
         for (origin, rows, target) in [
             (Side::Tenant, &from_tenant, &Target::Landlord),
             (Side::Landlord, &from_landlord, &tenant_target),
         ] {
             if gate(direction, origin) == Gate::Apply && !rows.is_empty() {
                 let envelopes: Vec<&Envelope> = rows.iter().collect();
-                rejected.extend(
-                    apply_group(&mut self.pool, config, registry, target, &envelopes).await?,
-                );
+                let applied =
+                    apply_group(&mut self.pool, config, registry, target, &envelopes).await?;
+                if applied.columns_appeared {
+                    gained_columns.push(target.clone());
+                }
+                rejected.extend(applied.rejected);
             }
+        }
+        for target in gained_columns {
+            self.columns_appeared(&target);
         }
         for (_, reason) in rejected {
             // Nothing to dead-letter: the row stays in its source database.

@@ -113,6 +113,11 @@ impl TargetTable {
         self.warned.insert(column.to_string())
     }
 
+    /// Source columns this table lacked when changes carried them.
+    pub fn missing_columns(&self) -> impl Iterator<Item = &String> {
+        self.warned.iter()
+    }
+
     pub fn columns_age(&self) -> std::time::Duration {
         self.loaded_at.elapsed()
     }
@@ -244,13 +249,29 @@ impl TargetTable {
             .map(|q| format!("{q} = EXCLUDED.{q}"))
             .collect();
         let (src, ver) = (&self.source_column, &self.version_column);
+        // The same version again (a redelivery, a reconcile) rewrites only
+        // when it carries data the row lacks, e.g. a column the target
+        // gained after the version was first applied.
+        let data = &quoted[key_len..n];
+        let same_version_new_data = if data.is_empty() {
+            String::new()
+        } else {
+            let current: Vec<String> = data.iter().map(|q| format!("cur.{q}")).collect();
+            let incoming: Vec<String> = data.iter().map(|q| format!("EXCLUDED.{q}")).collect();
+            format!(
+                " OR ((cur.{ver}, cur.{src}) = (EXCLUDED.{ver}, EXCLUDED.{src}) \
+                 AND ROW({}) IS DISTINCT FROM ROW({}))",
+                current.join(", "),
+                incoming.join(", ")
+            )
+        };
         Ok(format!(
             "INSERT INTO {table} AS cur ({columns}) SELECT {casts} \
              WHERE NOT EXISTS (SELECT 1 FROM {tombstones} tb WHERE tb.table_name = ${logical}::text \
                AND tb.row_key = ${row_key}::text::jsonb \
                AND (tb.version, tb.source) >= (${version}::text::timestamptz, ${side}::text)) \
              ON CONFLICT ({conflict}) DO UPDATE SET {updates} \
-             WHERE (cur.{ver}, cur.{src}) < (EXCLUDED.{ver}, EXCLUDED.{src})",
+             WHERE (cur.{ver}, cur.{src}) < (EXCLUDED.{ver}, EXCLUDED.{src}){same_version_new_data}",
             table = self.quoted,
             columns = quoted.join(", "),
             casts = casts.join(", "),
@@ -386,6 +407,10 @@ mod tests {
         assert!(
             sql.contains("(tb.version, tb.source) >= ($4::text::timestamptz, $3::text)"),
             "{sql}"
+        );
+        assert!(
+            sql.contains("OR ((cur.\"cdc_version\", cur.\"cdc_source\") = (EXCLUDED.\"cdc_version\", EXCLUDED.\"cdc_source\") AND ROW(cur.\"primary_color\") IS DISTINCT FROM ROW(EXCLUDED.\"primary_color\"))"),
+            "the same version rewrites only new data: {sql}"
         );
     }
 

@@ -115,6 +115,20 @@ impl Tenants {
         self.states.get(id).copied().unwrap_or(TenantState::Live)
     }
 
+    /// The tenant needs a reconcile (an unreachable one stays unreachable).
+    pub(super) fn mark_pending(&mut self, id: &TenantId) {
+        self.states
+            .entry(id.clone())
+            .or_insert(TenantState::ReconcilePending);
+    }
+
+    pub(super) fn mark_all_pending(&mut self) {
+        let ids: Vec<TenantId> = self.registry.keys().cloned().collect();
+        for id in &ids {
+            self.mark_pending(id);
+        }
+    }
+
     pub(super) fn mark_unreachable(&mut self, id: &TenantId) {
         self.states.insert(id.clone(), TenantState::Unreachable);
     }

@@ -47,8 +47,12 @@ const TRANSACTION_BUDGET: Duration = Duration::from_millis(400);
 
 /// What applying a group produced.
 #[derive(Default)]
-struct GroupResult {
-    rejected: Vec<Rejected>,
+pub(super) struct GroupResult {
+    /// Changes the target refused.
+    pub(super) rejected: Vec<Rejected>,
+    /// The target gained a column the source had been sending: rows
+    /// applied before lack its values there (a reconcile carries them).
+    pub(super) columns_appeared: bool,
     outcomes: HashMap<EventOutcome, u64>,
     schema_suspect: bool,
 }
@@ -62,7 +66,7 @@ pub(super) async fn apply_group(
     registry: &HashMap<TenantId, Tenant>,
     target: &Target,
     envelopes: &[&Envelope],
-) -> Result<Vec<Rejected>, ApplierError> {
+) -> Result<GroupResult, ApplierError> {
     let db = pool.get(target, config, registry).await?;
     let mut result = GroupResult::default();
     let mut next = 0;
@@ -81,11 +85,11 @@ pub(super) async fn apply_group(
     if result.schema_suspect {
         db.tables.clear();
     }
-    for (outcome, n) in result.outcomes {
+    for (outcome, n) in result.outcomes.drain() {
         count_events(outcome, n);
     }
     observe_latency(envelopes);
-    Ok(result.rejected)
+    Ok(result)
 }
 
 /// Applies changes from the front of `envelopes` in one transaction until
@@ -141,10 +145,13 @@ async fn apply_in_transaction(
         let mut target_table =
             load_target_table(&mut db.tables, &tx, config, table, side, &label).await?;
         if note_source_only_columns(&change, target_table, config, table) {
-            // A column only the source had may exist on the target by now.
+            // A column only the source had may exist on the target by now;
+            // if it does, rows sent before lack its values there.
+            let missing: Vec<String> = target_table.missing_columns().cloned().collect();
             db.tables.remove(&table.name);
             target_table =
                 load_target_table(&mut db.tables, &tx, config, table, side, &label).await?;
+            result.columns_appeared |= missing.iter().any(|c| target_table.has_column(c));
         }
         tx.batch_execute("SAVEPOINT change")
             .await
