@@ -155,6 +155,8 @@ async fn bridge_reader(config: &Config, db: &str, end: Lsn) -> f64 {
             id: "1".into(),
             slug: "bench".into(),
         }),
+        // The workload holds no applier transactions.
+        apply_marker: String::new(),
     };
     let producer = kafka::producer(&config.kafka).unwrap();
     let started = Instant::now();

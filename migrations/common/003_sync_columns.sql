@@ -6,7 +6,7 @@
 --                  above the row's previous one (and above a tombstone of the
 --                  same key), even when this server's clock is behind.
 --
--- The applier's own writes (session setting cdc_bridge.applying = on) keep
+-- The applier's own writes (authorised by its apply token, see 004) keep
 -- the source and version of the change they apply.
 -- The functions run as their owner (SECURITY DEFINER), so that application
 -- roles need no grant on the bridge's tables.
@@ -22,7 +22,7 @@ DECLARE
     floor timestamptz;
     clock_offset interval := coalesce(nullif(current_setting('cdc_bridge.clock_offset', true), '')::interval, '0');
 BEGIN
-    IF current_setting('cdc_bridge.applying', true) = 'on' THEN
+    IF {{schema}}.is_bridge_write() THEN
         RETURN NEW;
     END IF;
     IF TG_OP = 'UPDATE' THEN
@@ -49,7 +49,7 @@ $bridge$;
 CREATE OR REPLACE FUNCTION {{schema}}.{{lock_function}}() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $bridge$
 BEGIN
-    IF current_setting('cdc_bridge.applying', true) = 'on' THEN
+    IF {{schema}}.is_bridge_write() THEN
         RETURN OLD;
     END IF;
     PERFORM {{schema}}.lock_key({{logical_literal}}, {{row_key_old}});
@@ -62,7 +62,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $brid
 DECLARE
     clock_offset interval := coalesce(nullif(current_setting('cdc_bridge.clock_offset', true), '')::interval, '0');
 BEGIN
-    IF current_setting('cdc_bridge.applying', true) = 'on' THEN
+    IF {{schema}}.is_bridge_write() THEN
         RETURN OLD;
     END IF;
     INSERT INTO {{schema}}.tombstones AS t (table_name, row_key, version, source)

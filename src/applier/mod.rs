@@ -37,6 +37,7 @@ use crate::kafka::dead_letter::{DeadLetterError, DeadLetters};
 use crate::kafka::{self, KafkaSetupError};
 use crate::model::direction::{gate, Gate};
 use crate::model::{Envelope, TenantId};
+use crate::postgres::bridge_schema::ApplyKey;
 use crate::postgres::registry::{load_tenants, Tenant};
 use crate::postgres::{directions, DbError};
 use crate::runtime::metrics::{count_events, metrics, EventOutcome};
@@ -98,7 +99,7 @@ pub struct Applier {
 }
 
 impl Applier {
-    pub fn new(config: Arc<Config>) -> Result<Self, ApplierError> {
+    pub fn new(config: Arc<Config>, key: ApplyKey) -> Result<Self, ApplierError> {
         let consumer = kafka::consumer(&config.kafka)?;
         consumer.subscribe(&[config.kafka.topic.as_str()])?;
         Ok(Applier {
@@ -106,7 +107,7 @@ impl Applier {
             tenants: Tenants::new(config.sync.default_direction),
             config,
             consumer,
-            pool: TargetPool::default(),
+            pool: TargetPool::new(key),
             failures: FailureLog::default(),
         })
     }

@@ -6,32 +6,54 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
 
 use super::routing::Target;
 use super::target::TargetTable;
 use crate::config::{Config, Dsn};
 use crate::model::TenantId;
+use crate::postgres::bridge_schema::{authorise_writes, ApplyKey};
 use crate::postgres::registry::Tenant;
 use crate::postgres::{connect, DbError};
+
+/// Marks the transaction as the bridge's own, for the triggers (the token
+/// in a transaction-local setting, bound as a parameter so it shows in no
+/// statement text) and for the reader (the marker message, first in the
+/// transaction): `$1` token, `$2` prefix, `$3` mark.
+const APPLY_PREAMBLE: &str =
+    "SELECT set_config('cdc_bridge.applying', $1, true), pg_logical_emit_message(true, $2, $3)";
 
 /// A connection to one target database and the tables known there.
 pub(super) struct TargetDb {
     /// Database name for logs and errors.
     pub(super) label: String,
     pub(super) client: Client,
+    /// The first statement of every apply transaction (see `writer`).
+    pub(super) preamble: Statement,
     /// Target tables by logical name (columns and statements).
     pub(super) tables: HashMap<String, TargetTable>,
     last_used: Instant,
 }
 
 /// Open target connections by target.
-#[derive(Default)]
 pub(super) struct TargetPool {
     open: HashMap<Target, TargetDb>,
+    /// Authorises the bridge's writes to the targets' triggers.
+    key: ApplyKey,
 }
 
 impl TargetPool {
+    pub(super) fn new(key: ApplyKey) -> Self {
+        TargetPool {
+            open: HashMap::new(),
+            key,
+        }
+    }
+
+    pub(super) fn key(&self) -> &ApplyKey {
+        &self.key
+    }
+
     /// The connection to `target`, opened now if there is none (or the one
     /// there broke).
     pub(super) async fn get(
@@ -52,9 +74,15 @@ impl TargetPool {
             Entry::Vacant(entry) => {
                 let (label, dsn) = dsn_of(config, tenants, target)?;
                 let client = connect(&dsn, &label).await?;
+                authorise_writes(&client, config, &self.key, &label).await?;
+                let preamble = client
+                    .prepare(APPLY_PREAMBLE)
+                    .await
+                    .map_err(|e| DbError::query(&label, "prepare the apply preamble", e))?;
                 entry.insert(TargetDb {
                     label,
                     client,
+                    preamble,
                     tables: HashMap::new(),
                     last_used: Instant::now(),
                 })

@@ -19,8 +19,10 @@ use super::routing::{change_for, data_columns_only, Target};
 use super::target::{Change, Outcome, TargetError, TargetTable};
 use super::ApplierError;
 use crate::config::{Config, TableConfig};
-use crate::model::loop_guard::APPLY_TRANSACTION_PREAMBLE;
+use crate::model::conflict::parse_version;
+use crate::model::loop_guard::APPLY_MARKER_PREFIX;
 use crate::model::{Envelope, Side, TenantId};
+use crate::postgres::bridge_schema::ApplyKey;
 use crate::postgres::registry::Tenant;
 use crate::postgres::table_columns;
 use crate::runtime::metrics::{count_events, metrics, EventOutcome};
@@ -67,6 +69,7 @@ pub(super) async fn apply_group(
     target: &Target,
     envelopes: &[&Envelope],
 ) -> Result<GroupResult, ApplierError> {
+    let key = pool.key().clone();
     let db = pool.get(target, config, registry).await?;
     let mut result = GroupResult::default();
     let mut next = 0;
@@ -75,7 +78,7 @@ pub(super) async fn apply_group(
             db,
             config,
             registry,
-            target,
+            (target, &key),
             &envelopes[next..],
             next,
             &mut result,
@@ -99,7 +102,7 @@ async fn apply_in_transaction(
     db: &mut TargetDb,
     config: &Config,
     registry: &HashMap<TenantId, Tenant>,
-    target: &Target,
+    (target, key): (&Target, &ApplyKey),
     envelopes: &[&Envelope],
     offset: usize,
     result: &mut GroupResult,
@@ -115,8 +118,14 @@ async fn apply_in_transaction(
         .transaction()
         .await
         .map_err(|e| target_err(e.into()))?;
+    tx.execute(
+        &db.preamble,
+        &[&key.token(), &APPLY_MARKER_PREFIX, &key.marker],
+    )
+    .await
+    .map_err(|e| target_err(e.into()))?;
     tx.batch_execute(&format!(
-        "{APPLY_TRANSACTION_PREAMBLE}; SET LOCAL lock_timeout = '{}ms'",
+        "SET LOCAL lock_timeout = '{}ms'",
         LOCK_TIMEOUT.as_millis()
     ))
     .await
@@ -127,7 +136,9 @@ async fn apply_in_transaction(
             tx.commit().await.map_err(|e| target_err(e.into()))?;
             return Ok(index);
         }
-        let change = match change_for(config, registry, target, envelope) {
+        let change = match change_for(config, registry, target, envelope)
+            .and_then(|change| plausible_version(change, config))
+        {
             Ok(change) => change,
             Err(reason) => {
                 result.rejected.push((index, reason));
@@ -179,6 +190,31 @@ async fn apply_in_transaction(
     }
     tx.commit().await.map_err(|e| target_err(e.into()))?;
     Ok(offset + envelopes.len())
+}
+
+/// Refuses a version far in the future (or `infinity`): applied, it would
+/// pin the row so that no later write of the other side could win again.
+fn plausible_version(change: Change, config: &Config) -> Result<Change, String> {
+    let bound = config.sync.max_clock_skew;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    let limit = now.saturating_add(bound.as_micros() as i64);
+    match parse_version(&change.version) {
+        Some(micros) if micros <= limit => Ok(change),
+        parsed => {
+            metrics().rejected_versions.inc();
+            let what = if parsed.is_some() {
+                format!("is more than {} s in the future", bound.as_secs())
+            } else {
+                "cannot be read as a timestamp".to_string()
+            };
+            Err(format!(
+                "version {} {what} (a clock far ahead, or a forged version); fix the source row's {} or raise sync.max_clock_skew_secs",
+                change.version, config.sync.version_column
+            ))
+        }
+    }
 }
 
 /// Schema drift: a column only the source has is ignored (with one

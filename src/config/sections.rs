@@ -378,6 +378,20 @@ pub struct SyncConfig {
     /// Direction of tenants without an override (`cdc-bridge direction`).
     #[serde(default = "default_direction")]
     pub default_direction: Direction,
+    /// A change whose version is further than this in the future (or
+    /// `infinity`) is refused to the dead-letter topic, in seconds: it would
+    /// pin the row so the other side could never win again.
+    #[serde(
+        rename = "max_clock_skew_secs",
+        default = "default_max_clock_skew",
+        deserialize_with = "duration::secs",
+        serialize_with = "duration::as_secs"
+    )]
+    pub max_clock_skew: Duration,
+}
+
+fn default_max_clock_skew() -> Duration {
+    Duration::from_secs(300)
 }
 
 fn default_source_column() -> String {
@@ -400,6 +414,7 @@ impl Default for SyncConfig {
             version_column: default_version_column(),
             tombstone_retention_days: default_tombstone_retention_days(),
             default_direction: default_direction(),
+            max_clock_skew: default_max_clock_skew(),
         }
     }
 }

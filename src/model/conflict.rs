@@ -78,6 +78,57 @@ pub fn decide(incoming: Version, target: TargetState) -> Decision {
     }
 }
 
+/// A version as PostgreSQL prints a `timestamptz` in UTC with `DateStyle
+/// ISO` (what every bridge session pins): `2026-01-02 03:04:05.123456+00`,
+/// in microseconds since the Unix epoch; `infinity` and `-infinity` are the
+/// extremes. `None` for anything else.
+pub fn parse_version(text: &str) -> Option<i64> {
+    match text {
+        "infinity" => return Some(i64::MAX),
+        "-infinity" => return Some(i64::MIN),
+        _ => {}
+    }
+    let text = text
+        .strip_suffix("+00")
+        .or_else(|| text.strip_suffix("+00:00"))?;
+    let (date, time) = text.split_once([' ', 'T'])?;
+    let mut date_parts = date.splitn(3, '-');
+    let year: i64 = date_parts.next()?.parse().ok()?;
+    let month: i64 = date_parts.next()?.parse().ok()?;
+    let day: i64 = date_parts.next()?.parse().ok()?;
+    let (clock, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut clock_parts = clock.splitn(3, ':');
+    let hours: i64 = clock_parts.next()?.parse().ok()?;
+    let minutes: i64 = clock_parts.next()?.parse().ok()?;
+    let seconds: i64 = clock_parts.next()?.parse().ok()?;
+    if fraction.len() > 6 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let micros: i64 = format!("{fraction:0<6}").parse().ok()?;
+    let valid = (1..=12).contains(&month)
+        && (1..=31).contains(&day)
+        && hours < 24
+        && minutes < 60
+        && seconds < 61;
+    if !valid {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    Some(((days * 24 + hours) * 60 + minutes) * 60_000_000 + seconds * 1_000_000 + micros)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+/// algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,6 +207,31 @@ mod tests {
         ];
         for (name, incoming, target, expected) in cases {
             assert_eq!(decide(incoming, target), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn versions_parse_as_postgres_prints_them() {
+        assert_eq!(parse_version("1970-01-01 00:00:00+00"), Some(0));
+        assert_eq!(parse_version("1970-01-01 00:00:01.5+00"), Some(1_500_000));
+        assert_eq!(
+            parse_version("2026-12-01 20:38:08.123456+00"),
+            Some(1_796_157_488_123_456)
+        );
+        assert_eq!(
+            parse_version("2000-02-29T12:00:00+00:00"),
+            Some(951_825_600_000_000)
+        );
+        assert_eq!(parse_version("infinity"), Some(i64::MAX));
+        assert_eq!(parse_version("-infinity"), Some(i64::MIN));
+        for bad in [
+            "",
+            "2026-13-01 00:00:00+00",
+            "2026-01-01 00:00:00",
+            "2026-01-01 00:00:00+02",
+            "x",
+        ] {
+            assert_eq!(parse_version(bad), None, "{bad}");
         }
     }
 

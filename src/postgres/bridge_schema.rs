@@ -8,12 +8,13 @@
 //! | `tombstones` | every database | deleted rows' keys and delete versions (published) |
 //! | `tenant_directions` | landlord | per-tenant direction overrides |
 //! | `installed_databases` | landlord | every tenant database set up or streamed (for teardown) |
+//! | `installation` | every database | the apply token (landlord) and its hash (every database) |
 
 use tokio_postgres::Client;
 
 use super::registry::{parse_registry_row, Tenant};
 use super::{quote_ident, DbError};
-use crate::config::Config;
+use crate::config::{Config, Secret};
 
 /// Name of the tombstones table (as the replication stream names it).
 pub(crate) const TOMBSTONES: &str = "tombstones";
@@ -41,6 +42,10 @@ impl BridgeTables {
 
     pub(crate) fn tenant_directions(&self) -> String {
         format!("{}.tenant_directions", self.schema)
+    }
+
+    pub(crate) fn installation(&self) -> String {
+        format!("{}.installation", self.schema)
     }
 
     pub(crate) fn installed_databases(&self) -> String {
@@ -120,5 +125,71 @@ pub(crate) async fn forget_installed(
         .execute(&sql, &[&tenant.id.as_str(), &fields])
         .await
         .map_err(|e| DbError::query("landlord", "forget installed database", e))?;
+    Ok(())
+}
+
+/// The installation's apply token (see `migrations/common/004`) and the
+/// mark its transactions carry in the WAL.
+#[derive(Clone)]
+pub(crate) struct ApplyKey {
+    token: Secret,
+    /// Hex SHA-256 of `token:marker`: safe to appear in the WAL.
+    pub(crate) marker: String,
+}
+
+impl std::fmt::Debug for ApplyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApplyKey(***)")
+    }
+}
+
+impl ApplyKey {
+    /// For handing to `set_config` as a bound parameter and nowhere else.
+    pub(crate) fn token(&self) -> &str {
+        self.token.expose()
+    }
+}
+
+/// Reads the apply token from the landlord (made by `setup`).
+pub(crate) async fn load_apply_key(
+    landlord: &Client,
+    config: &Config,
+) -> Result<ApplyKey, DbError> {
+    let sql = format!(
+        "SELECT value, encode(sha256(convert_to(value || ':marker', 'UTF8')), 'hex') FROM {} WHERE name = 'apply_token'",
+        BridgeTables::new(config).installation()
+    );
+    let row = landlord
+        .query_opt(&sql, &[])
+        .await
+        .map_err(|e| DbError::query("landlord", "read the apply token", e))?;
+    let row = row.ok_or_else(|| DbError::Setup {
+        database: "landlord".to_string(),
+        reason: "it has no apply token".to_string(),
+    })?;
+    Ok(ApplyKey {
+        token: Secret::new(row.get::<_, String>(0)),
+        marker: row.get(1),
+    })
+}
+
+/// Stores the token's hash in this database, so that its triggers accept
+/// the bridge's writes; done before the first write on a connection.
+pub(crate) async fn authorise_writes(
+    client: &Client,
+    config: &Config,
+    key: &ApplyKey,
+    database: &str,
+) -> Result<(), DbError> {
+    let sql = format!(
+        "INSERT INTO {} AS i (name, value)
+         VALUES ('apply_token_sha256', encode(sha256(convert_to($1::text, 'UTF8')), 'hex'))
+         ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value WHERE i.value <> EXCLUDED.value",
+        BridgeTables::new(config).installation()
+    );
+    client
+        .execute(&sql, &[&key.token()])
+        .await
+        .map_err(|e| DbError::query(database, "store the apply token's hash", e))?;
     Ok(())
 }

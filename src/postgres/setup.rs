@@ -31,10 +31,12 @@ const COMMON: &[Migration] = &[
     migration!("common/001_bridge_state.sql"),
     migration!("common/002_publish_table.sql"),
     migration!("common/003_sync_columns.sql"),
+    migration!("common/004_apply_token.sql"),
 ];
 const LANDLORD_ONLY: &[Migration] = &[
     migration!("landlord/010_tenant_directions.sql"),
     migration!("landlord/011_installed_databases.sql"),
+    migration!("landlord/012_apply_token.sql"),
 ];
 const TEARDOWN: &[Migration] = &[
     migration!("common/teardown.sql"),
@@ -245,7 +247,7 @@ async fn is_installed(
     // lacks it and is installed again.
     let newest = match side {
         Side::Landlord => bridge.installed_databases(),
-        Side::Tenant => bridge.tombstones(),
+        Side::Tenant => bridge.installation(),
     };
     let sql = "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL
                   AND (SELECT count(*) FROM unnest($3::text[]) t
@@ -256,7 +258,7 @@ async fn is_installed(
         .query_one(
             sql,
             &[
-                &bridge.tombstones(),
+                &bridge.installation(),
                 &newest,
                 &synced,
                 &config.replication.publication,

@@ -15,6 +15,7 @@ pub const KAFKA_UP: &str = "cdc_kafka_up";
 pub const SLOT_RECREATED: &str = "cdc_reader_slot_recreated_total";
 pub const EVENTS_APPLIED: &str = "cdc_applier_events_total";
 pub const END_TO_END_SECONDS: &str = "cdc_end_to_end_latency_seconds";
+pub const REJECTED_VERSIONS: &str = "cdc_applier_rejected_versions_total";
 
 /// What the applier did with a Kafka event (the `outcome` label of
 /// `cdc_applier_events_total`).
@@ -78,6 +79,8 @@ pub struct Metrics {
     pub events_applied: IntCounterVec,
     /// Source commit to target commit.
     pub end_to_end_seconds: Histogram,
+    /// Changes refused for a version in the future beyond the skew bound.
+    pub rejected_versions: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -148,7 +151,16 @@ impl Metrics {
         registry
             .register(Box::new(end_to_end_seconds.clone()))
             .expect("unique metric");
+        let rejected_versions = prometheus::IntCounter::new(
+            REJECTED_VERSIONS,
+            "Changes refused because their version lies too far in the future",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(rejected_versions.clone()))
+            .expect("unique metric");
         Metrics {
+            rejected_versions,
             registry,
             events_produced,
             confirmed_lsn,

@@ -28,16 +28,17 @@ pub enum Role {
 /// Runs the selected roles until `shutdown` fires; returns after every task
 /// has drained and stopped.
 pub async fn run(config: Arc<Config>, role: Role, trigger: ShutdownTrigger) -> anyhow::Result<()> {
-    preflight::check(&config).await?;
+    let key = preflight::check(&config).await?;
     kafka::ensure_topic(&config.kafka).await?;
     let mut tasks: tokio::task::JoinSet<anyhow::Result<()>> = tokio::task::JoinSet::new();
     if role != Role::Applier {
         let config = Arc::clone(&config);
         let shutdown = trigger.subscribe();
-        tasks.spawn(async move { readers::run(config, shutdown).await });
+        let key = key.clone();
+        tasks.spawn(async move { readers::run(config, key, shutdown).await });
     }
     if role != Role::Reader {
-        let applier = Applier::new(Arc::clone(&config))?;
+        let applier = Applier::new(Arc::clone(&config), key)?;
         let shutdown = trigger.subscribe();
         tasks.spawn(async move { Ok(applier.run(shutdown).await?) });
     }

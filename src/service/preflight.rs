@@ -8,7 +8,10 @@ use std::time::Duration;
 use crate::config::Config;
 use tokio_postgres::error::SqlState;
 
+use crate::model::Side;
+use crate::postgres::bridge_schema::{load_apply_key, ApplyKey};
 use crate::postgres::registry::load_tenants;
+use crate::postgres::setup::ensure_installed;
 use crate::postgres::{connect, DbError};
 
 /// A problem that makes running pointless until an operator fixes it.
@@ -29,8 +32,9 @@ pub enum PreflightError {
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Landlord reachable, logical replication on, registry readable, Kafka up.
-pub async fn check(config: &Config) -> Result<(), PreflightError> {
-    let landlord = connect(&config.landlord.dsn, "landlord")
+/// Returns the installation's apply token, which the roles need.
+pub async fn check(config: &Config) -> Result<ApplyKey, PreflightError> {
+    let mut landlord = connect(&config.landlord.dsn, "landlord")
         .await
         .map_err(|e| PreflightError::Landlord(e.to_string()))?;
     let wal_level: String = landlord
@@ -52,7 +56,16 @@ pub async fn check(config: &Config) -> Result<(), PreflightError> {
         };
         PreflightError::Landlord(format!("{e}; {advice}"))
     })?;
-    check_kafka(config).await
+    // A landlord not set up yet is set up now if this role may (as every
+    // database a reader starts is); the token only exists from then on.
+    ensure_installed(&mut landlord, config, Side::Landlord, "landlord")
+        .await
+        .map_err(|e| PreflightError::Landlord(e.to_string()))?;
+    let key = load_apply_key(&landlord, config)
+        .await
+        .map_err(|e| PreflightError::Landlord(e.to_string()))?;
+    check_kafka(config).await?;
+    Ok(key)
 }
 
 async fn check_kafka(config: &Config) -> Result<(), PreflightError> {

@@ -10,7 +10,7 @@ use tracing::info;
 use crate::config::Config;
 use crate::kafka;
 use crate::model::{Side, TenantId};
-use crate::postgres::bridge_schema::record_installed;
+use crate::postgres::bridge_schema::{record_installed, ApplyKey};
 use crate::postgres::registry::{load_tenants, Tenant, TenantDirectory};
 use crate::runtime::retry::{Classify, FailureLog};
 use crate::runtime::shutdown::{self, Shutdown, ShutdownTrigger};
@@ -21,7 +21,11 @@ type Readers = HashMap<TenantId, (Tenant, ShutdownTrigger, JoinHandle<()>)>;
 
 /// The reader role: the landlord's reader plus one supervised task per
 /// registered tenant, kept in step with the registry on every poll.
-pub(super) async fn run(config: Arc<Config>, mut shutdown: Shutdown) -> anyhow::Result<()> {
+pub(super) async fn run(
+    config: Arc<Config>,
+    key: ApplyKey,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
     let producer = kafka::producer(&config.kafka)?;
     let directory = TenantDirectory::default();
     let mut running: Readers = HashMap::new();
@@ -40,7 +44,7 @@ pub(super) async fn run(config: Arc<Config>, mut shutdown: Shutdown) -> anyhow::
                 // The landlord reader maps rows to tenants, so it starts
                 // once the directory has been filled.
                 if landlord.is_none() {
-                    let spec = landlord_spec(&config, &directory)?;
+                    let spec = landlord_spec(&config, &directory, &key)?;
                     landlord = Some(tokio::spawn(supervise(
                         spec,
                         Arc::clone(&config),
@@ -49,7 +53,7 @@ pub(super) async fn run(config: Arc<Config>, mut shutdown: Shutdown) -> anyhow::
                     )));
                 }
                 let started =
-                    sync_readers(&config, &producer, &mut running, tenants, &shutdown).await;
+                    sync_readers(&config, &producer, &key, &mut running, tenants, &shutdown).await;
                 unrecorded.extend(started);
                 record_streamed(&config, registry.as_ref(), &mut unrecorded).await;
             }
@@ -83,12 +87,17 @@ async fn poll_registry(
     Ok(tenants)
 }
 
-fn landlord_spec(config: &Config, directory: &TenantDirectory) -> anyhow::Result<SourceSpec> {
+fn landlord_spec(
+    config: &Config,
+    directory: &TenantDirectory,
+    key: &ApplyKey,
+) -> anyhow::Result<SourceSpec> {
     Ok(SourceSpec {
         side: Side::Landlord,
         database: crate::postgres::database_name(&config.landlord.dsn)?,
         dsn: config.landlord.dsn.clone(),
         owner: RowOwner::Landlord(directory.clone()),
+        apply_marker: key.marker.clone(),
     })
 }
 
@@ -115,6 +124,7 @@ async fn record_streamed(
 async fn sync_readers(
     config: &Arc<Config>,
     producer: &kafka::Producer,
+    key: &ApplyKey,
     running: &mut Readers,
     tenants: Vec<Tenant>,
     parent: &Shutdown,
@@ -144,6 +154,7 @@ async fn sync_readers(
             database: tenant.database_name.clone(),
             dsn: tenant.dsn(&config.tenants.connection_template),
             owner: RowOwner::Tenant(tenant.tenant_ref()),
+            apply_marker: key.marker.clone(),
         };
         let (trigger, shutdown) = shutdown::channel();
         let handle = tokio::spawn(supervise(

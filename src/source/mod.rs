@@ -55,6 +55,9 @@ pub struct SourceSpec {
     /// Who the rows belong to: one tenant for a tenant database; for the
     /// landlord, each row's tenant key looked up in the directory.
     pub owner: RowOwner,
+    /// The mark of this installation's applier transactions, whose rows
+    /// are echoes and not sent (see `model::loop_guard`); empty: none.
+    pub apply_marker: String,
 }
 
 /// How a source's rows map to tenants.

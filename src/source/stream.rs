@@ -71,10 +71,11 @@ impl<'a> ChangeStream<'a> {
         conn: ReplicationConnection,
         delivery: Delivery,
         start: Lsn,
+        apply_marker: String,
     ) -> Self {
         ChangeStream {
             config,
-            changes: Changes::new(config, source.clone(), owner),
+            changes: Changes::new(config, source.clone(), owner, apply_marker),
             source,
             slot,
             client,

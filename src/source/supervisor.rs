@@ -127,6 +127,7 @@ async fn stream_source(
         conn,
         delivery,
         start,
+        spec.apply_marker.clone(),
     );
     stream.stop_at = stop_at;
     stream.run(shutdown).await

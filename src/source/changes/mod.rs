@@ -81,17 +81,25 @@ pub(crate) struct Changes<'a> {
     config: &'a Config,
     source: SourceDb,
     owner: RowOwner,
+    /// The mark of this installation's applier transactions.
+    apply_marker: String,
     relations: HashMap<u32, RelationKind>,
     type_names: HashMap<(u32, i32), String>,
     current: Option<OpenTxn>,
 }
 
 impl<'a> Changes<'a> {
-    pub(crate) fn new(config: &'a Config, source: SourceDb, owner: RowOwner) -> Self {
+    pub(crate) fn new(
+        config: &'a Config,
+        source: SourceDb,
+        owner: RowOwner,
+        apply_marker: String,
+    ) -> Self {
         Changes {
             config,
             source,
             owner,
+            apply_marker,
             relations: HashMap::new(),
             type_names: HashMap::new(),
             current: None,
@@ -124,8 +132,9 @@ impl<'a> Changes<'a> {
             LogicalMessage::Message {
                 transactional,
                 prefix,
+                content,
                 ..
-            } => self.on_marker(transactional, &prefix),
+            } => self.on_marker(transactional, &prefix, &content),
             LogicalMessage::Relation(relation) => self.on_relation(relation, types).await?,
             LogicalMessage::Insert { relation_id, new } => {
                 self.on_row(relation_id, Some(new), None, sink).await?
@@ -149,11 +158,9 @@ impl<'a> Changes<'a> {
         Ok(())
     }
 
-    fn on_marker(&mut self, transactional: bool, prefix: &str) {
-        if let (true, Some(txn)) = (
-            is_apply_marker(transactional, prefix),
-            self.current.as_mut(),
-        ) {
+    fn on_marker(&mut self, transactional: bool, prefix: &str, content: &[u8]) {
+        let ours = is_apply_marker(transactional, prefix, content, &self.apply_marker);
+        if let (true, Some(txn)) = (ours, self.current.as_mut()) {
             txn.is_echo = true;
         }
     }

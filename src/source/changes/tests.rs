@@ -107,12 +107,14 @@ fn commit(xid: u32) -> LogicalMessage {
     }
 }
 
-fn marker() -> LogicalMessage {
+const MARK: &str = "5eed";
+
+fn marker(content: &str) -> LogicalMessage {
     LogicalMessage::Message {
         transactional: true,
         lsn: Lsn(1),
         prefix: "cdc_bridge.apply".into(),
-        content: Bytes::new(),
+        content: Bytes::copy_from_slice(content.as_bytes()),
     }
 }
 
@@ -126,7 +128,7 @@ async fn feed(messages: Vec<LogicalMessage>) -> (Collected, AllText) {
         id: "7".into(),
         slug: "acme".into(),
     });
-    let mut changes = Changes::new(&config, source, owner);
+    let mut changes = Changes::new(&config, source, owner, MARK.to_string());
     let (mut sink, mut types) = (Collected::default(), AllText::default());
     for message in messages {
         changes
@@ -168,7 +170,7 @@ async fn rows_of_a_transaction_with_the_apply_marker_are_echoes_and_dropped() {
     let (sink, _) = feed(vec![
         relation(16, "public", "tenant_brandings", BRANDINGS),
         begin(1),
-        marker(),
+        marker(MARK),
         LogicalMessage::Insert {
             relation_id: 16,
             new: branding_row("#applied"),
@@ -181,6 +183,14 @@ async fn rows_of_a_transaction_with_the_apply_marker_are_echoes_and_dropped() {
             new: branding_row("#app"),
         },
         commit(2),
+        begin(3),
+        marker("forged"),
+        LogicalMessage::Update {
+            relation_id: 16,
+            old: None,
+            new: branding_row("#hidden?"),
+        },
+        commit(3),
     ])
     .await;
     let colors: Vec<_> = sink
@@ -188,8 +198,12 @@ async fn rows_of_a_transaction_with_the_apply_marker_are_echoes_and_dropped() {
         .iter()
         .map(|(_, e)| e.columns["primary_color"].value.clone())
         .collect();
-    assert_eq!(colors, vec![Some("#app".to_string())]);
-    assert_eq!(sink.committed.len(), 2, "both transactions are tracked");
+    assert_eq!(
+        colors,
+        vec![Some("#app".to_string()), Some("#hidden?".to_string())],
+        "a marker without this installation's mark hides nothing"
+    );
+    assert_eq!(sink.committed.len(), 3, "every transaction is tracked");
 }
 
 #[tokio::test]
