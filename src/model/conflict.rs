@@ -90,7 +90,8 @@ pub fn parse_version(text: &str) -> Option<i64> {
     }
     let text = text
         .strip_suffix("+00")
-        .or_else(|| text.strip_suffix("+00:00"))?;
+        .or_else(|| text.strip_suffix("+00:00"))
+        .or_else(|| text.strip_suffix('Z'))?;
     let (date, time) = text.split_once([' ', 'T'])?;
     let mut date_parts = date.splitn(3, '-');
     let year: i64 = date_parts.next()?.parse().ok()?;
@@ -220,6 +221,10 @@ mod tests {
         );
         assert_eq!(
             parse_version("2000-02-29T12:00:00+00:00"),
+            Some(951_825_600_000_000)
+        );
+        assert_eq!(
+            parse_version("2000-02-29T12:00:00Z"),
             Some(951_825_600_000_000)
         );
         assert_eq!(parse_version("infinity"), Some(i64::MAX));
