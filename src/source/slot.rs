@@ -208,7 +208,7 @@ async fn create_and_snapshot(
         created.consistent_point,
         (source, owner),
         &tables,
-        &mut delivery,
+        (config, &mut delivery),
     )
     .await?;
     client

@@ -6,6 +6,8 @@
 //!  CREATE_REPLICATION_SLOT ... (SNAPSHOT 'export') ──► consistent point C, snapshot S
 //!  second connection: BEGIN REPEATABLE READ; SET TRANSACTION SNAPSHOT S; SELECT ...
 //!      every row ──► Kafka (snapshot events, position C)
+//!      this side's tombstones ──► Kafka (delete events: a slot made again
+//!      after a loss missed the deletes made meanwhile)
 //!  all acknowledged ──► record "snapshot done" in slot_state
 //!  START_REPLICATION from C  (changes after the snapshot, none missed, none twice)
 //! ```
@@ -15,12 +17,17 @@
 use futures::{pin_mut, TryStreamExt};
 use tokio_postgres::Client;
 
+use super::tenant_rows::read_tombstones;
 use super::{ReaderError, RowOwner};
+use crate::config::Config;
 use crate::kafka::delivery::Delivery;
+use crate::kafka::progress::TxnSeq;
 use crate::model::envelope::Op;
 use crate::model::Lsn;
 use crate::postgres::{quote_ident, quote_literal, quote_qualified};
-use crate::source::capture::{column_text, row_envelope, CapturedTable, SourceDb, TxnInfo};
+use crate::source::capture::{
+    column_text, delete_envelope, row_envelope, CapturedTable, SourceDb, TxnInfo,
+};
 use crate::source::pgoutput::{TupleData, TupleValue};
 
 /// Sends every existing row of `tables` (as `(table, source table name)`).
@@ -30,7 +37,7 @@ pub(super) async fn send_snapshot(
     consistent_point: Lsn,
     (source, owner): (&SourceDb, &RowOwner),
     tables: &[(CapturedTable, String)],
-    delivery: &mut Delivery,
+    (config, delivery): (&Config, &mut Delivery),
 ) -> Result<u64, ReaderError> {
     let db = &source.database;
     let tx = client
@@ -87,12 +94,41 @@ pub(super) async fn send_snapshot(
                 .await?;
             sent += 1;
         }
+        sent += send_tombstones(&tx, config, (source, owner), table, &txn, (delivery, seq)).await?;
     }
     tx.commit()
         .await
         .map_err(|e| ReaderError::sql(db, "end snapshot transaction", e))?;
     delivery.tracker().commit(seq, consistent_point);
     delivery.drain().await?;
+    Ok(sent)
+}
+
+/// This side's deletes of `table`, as delete events: a slot made again
+/// after it was lost missed them in the stream, and the other side must
+/// still learn of them (an older row there loses against the delete).
+async fn send_tombstones(
+    tx: &tokio_postgres::Transaction<'_>,
+    config: &Config,
+    (source, owner): (&SourceDb, &RowOwner),
+    table: &CapturedTable,
+    txn: &TxnInfo,
+    (delivery, seq): (&mut Delivery, TxnSeq),
+) -> Result<u64, ReaderError> {
+    let tombstones =
+        read_tombstones(tx, config, &source.database, &table.name, source.side, None).await?;
+    let mut sent = 0;
+    for tombstone in tombstones {
+        let tenant_id = tombstone.key.get(&table.key_columns[0]).cloned().flatten();
+        let Some(tenant) = owner.tenant_of(tenant_id.as_deref()) else {
+            continue;
+        };
+        let envelope = delete_envelope(source, &tenant, tombstone, txn);
+        delivery
+            .send(seq, envelope.kafka_key(), &envelope.to_json())
+            .await?;
+        sent += 1;
+    }
     Ok(sent)
 }
 

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
 use super::capture::{delete_envelope, row_envelope, CapturedTable, SourceDb, Tombstone, TxnInfo};
 use crate::config::Config;
@@ -66,17 +66,8 @@ pub async fn current_state(
             .map_err(|e| DbError::Registry(e.to_string()))?;
             envelopes.push(envelope);
         }
-        for tombstone in read_tombstones(
-            client,
-            config,
-            database,
-            &table.name,
-            side,
-            &tenant_key,
-            &tenant.id,
-        )
-        .await?
-        {
+        let only = (side == Side::Landlord).then_some((tenant_key.as_str(), tenant.id.as_str()));
+        for tombstone in read_tombstones(client, config, database, &table.name, side, only).await? {
             envelopes.push(delete_envelope(&source, tenant, tombstone, &txn));
         }
     }
@@ -131,23 +122,25 @@ async fn read_rows(
         .collect())
 }
 
-async fn read_tombstones(
-    client: &Client,
+/// The deletes this side's application made in `logical` (tombstones the
+/// bridge wrote for the other side's deletes are not this side's news),
+/// of one tenant (`only`: tenant key column and id) or of all.
+pub(crate) async fn read_tombstones(
+    client: &impl GenericClient,
     config: &Config,
     database: &str,
     logical: &str,
     side: Side,
-    tenant_key: &str,
-    tenant_id: &str,
+    only: Option<(&str, &str)>,
 ) -> Result<Vec<Tombstone>, DbError> {
     let sql = format!(
         "SELECT row_key::text, version::text, source FROM {}
           WHERE table_name = $1 AND ($2::text IS NULL OR row_key ->> $3 = $2) AND source = $4",
         BridgeTables::new(config).tombstones()
     );
-    let filter_id = (side == Side::Landlord).then_some(tenant_id);
+    let (tenant_key, tenant_id) = only.unzip();
     let rows = client
-        .query(&sql, &[&logical, &filter_id, &tenant_key, &side.as_str()])
+        .query(&sql, &[&logical, &tenant_id, &tenant_key, &side.as_str()])
         .await
         .map_err(|e| DbError::query(database, "read tombstones to reconcile", e))?;
     Ok(rows
