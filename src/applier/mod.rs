@@ -72,13 +72,7 @@ impl Classify for ApplierError {
             ApplierError::Setup(_) => ErrorClass::Permanent,
             ApplierError::DeadLetter(_) | ApplierError::Kafka(_) => ErrorClass::Transient,
             ApplierError::Db(e) => e.class(),
-            ApplierError::Target { source, .. } => {
-                if source.is_transient() {
-                    ErrorClass::Transient
-                } else {
-                    ErrorClass::Permanent
-                }
-            }
+            ApplierError::Target { source, .. } => source.class(),
         }
     }
 }

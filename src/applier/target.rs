@@ -20,7 +20,9 @@ use tokio_postgres::{GenericClient, Statement};
 use crate::config::Config;
 use crate::model::Side;
 use crate::postgres::bridge_schema::BridgeTables;
+use crate::postgres::class_of_pg;
 use crate::postgres::{quote_ident, quote_qualified, ColumnInfo};
+use crate::runtime::retry::{Classify, ErrorClass};
 
 /// Column name and text value (`None` = NULL).
 pub type ColumnText = (String, Option<String>);
@@ -56,14 +58,27 @@ pub enum TargetError {
 }
 
 impl TargetError {
-    /// Transient errors (connection, serialisation) are retried with the
-    /// whole batch; anything else is a problem with this one message.
-    pub fn is_transient(&self) -> bool {
+    /// Whether the change itself cannot be applied (a value the column
+    /// rejects, a constraint of that row, a column the target lacks): it
+    /// goes to the dead-letter topic. Everything else is about the target
+    /// as a whole (down, read-only, a privilege or table missing, a lock
+    /// or connection limit): the change waits and is retried, never
+    /// dead-lettered.
+    pub fn is_about_the_change(&self) -> bool {
         match self {
-            TargetError::Database(e) => {
-                crate::postgres::class_of_pg(e) == crate::runtime::retry::ErrorClass::Transient
-            }
-            _ => false,
+            TargetError::MissingColumn { .. } => true,
+            TargetError::Database(e) => e
+                .code()
+                .is_some_and(|code| matches!(code.code().get(..2), Some("22" | "23"))),
+        }
+    }
+}
+
+impl Classify for TargetError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            TargetError::Database(e) => class_of_pg(e),
+            TargetError::MissingColumn { .. } => ErrorClass::Permanent,
         }
     }
 }

@@ -171,7 +171,7 @@ async fn apply_in_transaction(
         let outcome = match target_table.apply(&tx, &change).await {
             Ok(Outcome::Applied) => EventOutcome::Applied,
             Ok(Outcome::Stale) => EventOutcome::Stale,
-            Err(e) if e.is_transient() => return Err(target_err(e)),
+            Err(e) if !e.is_about_the_change() => return Err(target_err(e)),
             Err(e) => {
                 tx.batch_execute("ROLLBACK TO SAVEPOINT change")
                     .await
