@@ -9,6 +9,7 @@
 //!        ─► commit Kafka offsets (only now)                    (consume)
 //!  between batches: registry, directions, tenant states        (tenants)
 //!                   tenants to reconcile                       (reconcile)
+//!                   expiring tombstones where safe             (cleanup)
 //! ```
 //! A crash between a database commit and the offset commit redelivers the
 //! batch; the conflict rule makes re-applying a change a no-op (`stale`).
@@ -16,6 +17,7 @@
 //! a partition's messages are applied in order, and one tenant's changes
 //! all go to one target per direction.
 
+mod cleanup;
 mod consume;
 mod pool;
 mod reconcile;
@@ -90,6 +92,8 @@ pub struct Applier {
     dead_letters: DeadLetters,
     /// Batch failures, logged once per change of state.
     failures: FailureLog,
+    /// When tombstones were last expired (`cleanup`).
+    last_cleanup: Option<std::time::Instant>,
 }
 
 impl Applier {
@@ -103,6 +107,7 @@ impl Applier {
             consumer,
             pool: TargetPool::new(key),
             failures: FailureLog::default(),
+            last_cleanup: None,
         })
     }
 
@@ -290,6 +295,7 @@ impl Applier {
             info!(tenants = ?changed, "tenants joined or changed direction; reconciling both sides");
         }
         self.reconcile_pending().await;
+        self.expire_tombstones_if_due().await;
         Ok(())
     }
 }

@@ -111,6 +111,11 @@ impl Tenants {
         changed
     }
 
+    /// Neither waiting for a reconcile nor unreachable.
+    pub(super) fn is_live(&self, id: &str) -> bool {
+        self.state(id) == TenantState::Live
+    }
+
     pub(super) fn state(&self, id: &str) -> TenantState {
         self.states.get(id).copied().unwrap_or(TenantState::Live)
     }

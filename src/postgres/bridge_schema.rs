@@ -53,22 +53,43 @@ impl BridgeTables {
     }
 }
 
-/// Removes tombstones older than the retention; returns how many. Their
-/// deletion is not replicated (deletes of the tombstones table are ignored).
+/// Some tenants' tombstones: the tenant key column of each logical table,
+/// and the tenant ids.
+pub(crate) struct TenantsOnly<'a> {
+    pub(crate) key_columns: &'a [(String, String)],
+    pub(crate) ids: &'a [&'a str],
+}
+
+/// Removes tombstones older than the retention, of every tenant or of some;
+/// returns how many. Their deletion is not replicated (deletes of the
+/// tombstones table are ignored by the reader).
 pub(crate) async fn expire_tombstones(
     client: &Client,
     config: &Config,
     database: &str,
+    only: Option<TenantsOnly<'_>>,
 ) -> Result<u64, DbError> {
-    let sql = format!(
-        "DELETE FROM {} WHERE deleted_at < now() - make_interval(days => $1)",
-        BridgeTables::new(config).tombstones()
-    );
+    let tombstones = BridgeTables::new(config).tombstones();
     let days = i32::try_from(config.sync.tombstone_retention_days).unwrap_or(i32::MAX);
-    client
-        .execute(&sql, &[&days])
-        .await
-        .map_err(|e| DbError::query(database, "expire tombstones", e))
+    let expire = |e| DbError::query(database, "expire tombstones", e);
+    let Some(TenantsOnly { key_columns, ids }) = only else {
+        let sql = format!(
+            "DELETE FROM {tombstones} WHERE deleted_at < now() - make_interval(days => $1)"
+        );
+        return client.execute(&sql, &[&days]).await.map_err(expire);
+    };
+    let sql = format!(
+        "DELETE FROM {tombstones} WHERE deleted_at < now() - make_interval(days => $1)
+            AND table_name = $2 AND row_key ->> $3 = ANY($4::text[])"
+    );
+    let mut removed = 0;
+    for (table, key) in key_columns {
+        removed += client
+            .execute(&sql, &[&days, table, key, &ids])
+            .await
+            .map_err(expire)?;
+    }
+    Ok(removed)
 }
 
 /// Records (in the landlord) that the bridge set up or streams this

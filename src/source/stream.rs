@@ -22,16 +22,12 @@ use super::{ReaderError, RowOwner};
 use crate::config::Config;
 use crate::kafka::delivery::{Delivery, MAX_IN_FLIGHT};
 use crate::model::{Lsn, SlotName};
-use crate::postgres::bridge_schema::expire_tombstones;
 use crate::postgres::type_name;
 use crate::runtime::metrics::metrics;
 use crate::runtime::shutdown::Shutdown;
 
 /// How long a stopping reader waits for Kafka to acknowledge what it sent.
 const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// How often each reader removes expired tombstones (also once at start).
-const TOMBSTONE_CLEANUP_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Type names from the source database's catalog.
 struct Catalog<'c> {
@@ -49,7 +45,7 @@ pub(crate) struct ChangeStream<'a> {
     config: &'a Config,
     source: SourceDb,
     slot: SlotName,
-    /// Ordinary connection, for type names of new relations and tombstone expiry.
+    /// Ordinary connection, for type names of new relations.
     client: Client,
     conn: ReplicationConnection,
     delivery: Delivery,
@@ -89,7 +85,6 @@ impl<'a> ChangeStream<'a> {
     pub(crate) async fn run(&mut self, mut shutdown: Shutdown) -> Result<(), ReaderError> {
         let interval = self.config.replication.status_interval;
         let mut tick = tokio::time::interval(interval);
-        let mut cleanup = tokio::time::interval(TOMBSTONE_CLEANUP_INTERVAL);
         loop {
             let may_read = self.delivery.in_flight() < MAX_IN_FLIGHT;
             tokio::select! {
@@ -99,7 +94,6 @@ impl<'a> ChangeStream<'a> {
                 }
                 acked = self.delivery.poll(), if self.delivery.in_flight() > 0 => acked?,
                 _ = tick.tick() => self.report().await?,
-                _ = cleanup.tick() => self.expire_tombstones().await?,
                 _ = shutdown.wait() => break,
             }
             self.count_acknowledged();
@@ -158,14 +152,6 @@ impl<'a> ChangeStream<'a> {
                 Ok(())
             }
         }
-    }
-
-    async fn expire_tombstones(&mut self) -> Result<(), ReaderError> {
-        let removed = expire_tombstones(&self.client, self.config, &self.source.database).await?;
-        if removed > 0 {
-            info!(database = %self.source.database, removed, "expired tombstones removed");
-        }
-        Ok(())
     }
 
     fn count_acknowledged(&mut self) {
