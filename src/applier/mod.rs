@@ -292,7 +292,11 @@ impl Applier {
         let first_read = self.tenants.never_read();
         let changed = self.tenants.update(registry, directions);
         if !changed.is_empty() && !first_read {
-            info!(tenants = ?changed, "tenants joined or changed direction; reconciling both sides");
+            info!(tenants = ?changed, "tenants joined, moved or changed direction; reconciling both sides");
+        }
+        for id in &changed {
+            // A moved tenant's pooled connection points at the old place.
+            self.pool.drop_target(&Target::Tenant(id.clone()));
         }
         self.reconcile_pending().await;
         self.expire_tombstones_if_due().await;

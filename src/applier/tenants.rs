@@ -77,8 +77,9 @@ impl Tenants {
         }
     }
 
-    /// Takes a fresh read of registry and directions. Tenants that joined
-    /// or changed direction (every tenant, on the first read: changes
+    /// Takes a fresh read of registry and directions. Tenants that joined,
+    /// moved (their registry row changed) or changed direction (every
+    /// tenant, on the first read: changes
     /// skipped while this applier was down are only in the databases)
     /// become pending a reconcile; returns them in id order.
     pub(super) fn update(
@@ -91,11 +92,12 @@ impl Tenants {
         let mut changed: Vec<TenantId> = match self.read {
             RegistryRead::Never => registry.keys().cloned().collect(),
             _ => registry
-                .keys()
-                .filter(|id| {
-                    !self.registry.contains_key(*id) || directions.of(id) != self.directions.of(id)
+                .iter()
+                .filter(|(id, tenant)| {
+                    self.registry.get(*id) != Some(*tenant)
+                        || directions.of(id) != self.directions.of(id)
                 })
-                .cloned()
+                .map(|(id, _)| id.clone())
                 .collect(),
         };
         changed.sort();

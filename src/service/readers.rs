@@ -12,9 +12,10 @@ use crate::kafka;
 use crate::model::{Side, TenantId};
 use crate::postgres::bridge_schema::{record_installed, ApplyKey};
 use crate::postgres::registry::{load_tenants, Tenant, TenantDirectory};
+use crate::postgres::{connect, DbError};
 use crate::runtime::retry::{Classify, FailureLog};
 use crate::runtime::shutdown::{self, Shutdown, ShutdownTrigger};
-use crate::source::{supervise, RowOwner, SourceSpec};
+use crate::source::{slot_name, supervise, RowOwner, SourceSpec};
 
 /// Running reader tasks by tenant id.
 type Readers = HashMap<TenantId, (Tenant, ShutdownTrigger, JoinHandle<()>)>;
@@ -119,6 +120,36 @@ async fn record_streamed(
     }
 }
 
+/// A tenant that moved (its registry row now points at another database)
+/// leaves a slot behind at the old place, which would hold WAL there
+/// forever: drop it (its reader has stopped), or say so loudly. The new
+/// place gets a slot and a snapshot of its own, and the applier
+/// reconciles the two sides.
+async fn drop_old_slot(config: &Config, old: &Tenant) {
+    let dsn = old.dsn(&config.tenants.connection_template);
+    let slot = slot_name(&config.replication.slot_prefix, &old.database_name);
+    let dropped = async {
+        let client = connect(&dsn, &old.database_name).await?;
+        client
+            .execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+                  WHERE slot_name = $1 AND NOT active",
+                &[&slot.as_str()],
+            )
+            .await
+            .map_err(|e| DbError::query(&old.database_name, "drop the moved tenant's old slot", e))
+    };
+    match dropped.await {
+        Ok(n) => {
+            info!(tenant = %old.id, %slot, old_place = %dsn, dropped = n, "tenant moved; its old slot is gone")
+        }
+        Err(error) => tracing::error!(
+            tenant = %old.id, %slot, old_place = %dsn, %error,
+            "tenant moved but its old slot could not be dropped; it holds WAL there until you drop it: SELECT pg_drop_replication_slot('{slot}')"
+        ),
+    }
+}
+
 /// Starts readers for new tenants and stops those no longer listed (or
 /// whose registry row changed: they start again on the new row).
 async fn sync_readers(
@@ -142,6 +173,13 @@ async fn sync_readers(
             info!(tenant = %id, database = %tenant.database_name, "tenant left the registry or changed; stopping its reader");
             trigger.trigger();
             let _ = handle.await;
+            let template = &config.tenants.connection_template;
+            let moved = wanted
+                .get(&id)
+                .is_some_and(|now| now.dsn(template) != tenant.dsn(template));
+            if moved {
+                drop_old_slot(config, &tenant).await;
+            }
         }
     }
     for (id, tenant) in wanted {
