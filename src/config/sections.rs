@@ -150,6 +150,12 @@ pub struct KafkaConfig {
     /// Consumer group of the applier.
     #[serde(default = "default_consumer_group")]
     pub consumer_group: String,
+    /// Largest change event (a row as JSON) the bridge sends, in bytes. A
+    /// row above it is not sent: a notice (key, position, size, reason; not
+    /// the row) goes to the dead-letter topic and the slot moves on. The
+    /// producer, the consumer and both topics are set up to carry it.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
     /// librdkafka settings passed through to producer and consumer
     /// (`security.protocol`, `sasl.*`, `ssl.*`, `compression.type`, ...).
     #[serde(default)]
@@ -173,6 +179,9 @@ fn default_cleanup_policy() -> String {
 }
 fn default_retention_ms() -> i64 {
     -1
+}
+fn default_max_message_bytes() -> usize {
+    8 * 1024 * 1024
 }
 fn default_consumer_group() -> String {
     "cdc-bridge-applier".to_string()

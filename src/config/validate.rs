@@ -104,6 +104,12 @@ impl Config {
         if self.kafka.topic.trim().is_empty() {
             return Err(invalid("kafka.topic", "is empty"));
         }
+        if !(1024..=512 * 1024 * 1024).contains(&self.kafka.max_message_bytes) {
+            return Err(invalid(
+                "kafka.max_message_bytes",
+                "must be between 1024 and 536870912 (512 MiB)",
+            ));
+        }
         if self.kafka.partitions < 1 {
             return Err(invalid("kafka.partitions", "must be at least 1"));
         }

@@ -1,11 +1,7 @@
 //! Kafka adapters: an idempotent `acks=all` producer for the reader, a
 //! manually committed consumer for the applier, and topic creation.
 
-use std::time::Duration;
-
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaError;
@@ -76,7 +72,9 @@ pub(crate) fn base_config(config: &KafkaConfig) -> ClientConfig {
     client_config(config, &[], &[])
 }
 
-fn client_error(config: &KafkaConfig) -> impl FnOnce(KafkaError) -> KafkaSetupError + '_ {
+pub(super) fn client_error(
+    config: &KafkaConfig,
+) -> impl FnOnce(KafkaError) -> KafkaSetupError + '_ {
     move |source| KafkaSetupError::Client {
         brokers: config.brokers.clone(),
         source,
@@ -113,15 +111,23 @@ pub fn producer(config: &KafkaConfig) -> Result<Producer, KafkaSetupError> {
         ("compression.type", "lz4"),
         ("queue.buffering.max.messages", "200000"),
     ];
+    let max_request = request_limit(config).to_string();
     // Retried forever: the LSN is not confirmed until Kafka has the event.
     let forced = [
         ("enable.idempotence", "true"),
         ("acks", "all"),
         ("message.timeout.ms", "0"),
+        ("message.max.bytes", max_request.as_str()),
     ];
     client_config(config, &defaults, &forced)
         .create_with_context(KafkaContext)
         .map_err(client_error(config))
+}
+
+/// Room for the largest event plus the protocol's framing, for the
+/// producer's requests and the topics' batches.
+pub(crate) fn request_limit(config: &KafkaConfig) -> usize {
+    config.max_message_bytes + 64 * 1024
 }
 
 /// The applier's consumer: offsets are stored and committed by hand, after
@@ -129,9 +135,13 @@ pub fn producer(config: &KafkaConfig) -> Result<Producer, KafkaSetupError> {
 pub fn consumer(config: &KafkaConfig) -> Result<StreamConsumer, KafkaSetupError> {
     // A crashed applier's partitions move to a new one after the session
     // timeout; the broker default (45 s) would stall applying that long.
+    let fetch_max = (request_limit(config).max(52_428_800)).to_string();
+    let receive_max = (request_limit(config).max(52_428_800) + 1024 * 1024).to_string();
     let defaults = [
         ("session.timeout.ms", "10000"),
         ("auto.offset.reset", "earliest"),
+        ("fetch.max.bytes", fetch_max.as_str()),
+        ("receive.message.max.bytes", receive_max.as_str()),
     ];
     let forced = [
         ("group.id", config.consumer_group.as_str()),
@@ -142,78 +152,4 @@ pub fn consumer(config: &KafkaConfig) -> Result<StreamConsumer, KafkaSetupError>
     client_config(config, &defaults, &forced)
         .create()
         .map_err(client_error(config))
-}
-
-/// Creates the change topic and the dead-letter topic if they do not
-/// exist (idempotent). Dead letters are kept until deleted by hand.
-pub async fn ensure_topic(config: &KafkaConfig) -> Result<(), KafkaSetupError> {
-    let admin: AdminClient<DefaultClientContext> =
-        base_config(config).create().map_err(client_error(config))?;
-    let retention = config.retention_ms.to_string();
-    let dead_letter_topic = config.dead_letter_topic();
-    let changes = NewTopic::new(
-        &config.topic,
-        config.partitions,
-        TopicReplication::Fixed(config.replication_factor),
-    )
-    .set("cleanup.policy", &config.cleanup_policy)
-    .set("retention.ms", &retention);
-    let dead_letters = NewTopic::new(
-        &dead_letter_topic,
-        config.partitions,
-        TopicReplication::Fixed(config.replication_factor),
-    )
-    .set("cleanup.policy", "delete")
-    .set("retention.ms", "-1");
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = admin
-        .create_topics([&changes, &dead_letters], &options)
-        .await
-        .map_err(|e| KafkaSetupError::Topic {
-            topic: config.topic.clone(),
-            reason: e.to_string(),
-        })?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => {
-                return Err(KafkaSetupError::Topic {
-                    topic: name,
-                    reason: code.to_string(),
-                })
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Deletes the change topic and the dead-letter topic (`teardown
-/// --delete-topics`); a topic that does not exist is no error.
-pub async fn delete_topics(config: &KafkaConfig) -> Result<(), KafkaSetupError> {
-    let admin: AdminClient<DefaultClientContext> =
-        base_config(config).create().map_err(client_error(config))?;
-    let dead_letter_topic = config.dead_letter_topic();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = admin
-        .delete_topics(
-            &[config.topic.as_str(), dead_letter_topic.as_str()],
-            &options,
-        )
-        .await
-        .map_err(|e| KafkaSetupError::Topic {
-            topic: config.topic.clone(),
-            reason: e.to_string(),
-        })?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
-            Err((name, code)) => {
-                return Err(KafkaSetupError::Topic {
-                    topic: name,
-                    reason: code.to_string(),
-                })
-            }
-        }
-    }
-    Ok(())
 }

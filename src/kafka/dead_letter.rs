@@ -19,8 +19,13 @@ use crate::runtime::metrics::{count_events, EventOutcome};
 
 /// Header carrying the reason a message was dead-lettered.
 pub const REASON_HEADER: &str = "cdc-bridge-error";
-/// Header carrying `topic/partition/offset` of the original message.
+/// Header carrying `topic/partition/offset` of the original message (or
+/// `reader/<database>/<lsn>` for a notice).
 pub const SOURCE_HEADER: &str = "cdc-bridge-source";
+/// Header marking a dead letter that holds no message to re-drive.
+pub const KIND_HEADER: &str = "cdc-bridge-kind";
+/// `KIND_HEADER` of a notice about an event too large to send.
+pub const KIND_OVERSIZED: &str = "oversized";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeadLetterError {
@@ -98,6 +103,19 @@ pub async fn redrive(config: &KafkaConfig) -> Result<u64, DeadLetterError> {
         })??;
     let mut count = 0;
     for (consumer_commit, message) in &letters.messages {
+        if is_notice(message) {
+            // A notice about an event too large to send holds no event:
+            // nothing to re-drive (the row syncs again once it is smaller,
+            // or the limit larger, through `check --repair` or a new write).
+            letters
+                .consumer
+                .commit(consumer_commit, CommitMode::Sync)
+                .map_err(|source| DeadLetterError::Produce {
+                    topic: letters.dead_letter_topic.clone(),
+                    source,
+                })?;
+            continue;
+        }
         let mut record =
             FutureRecord::to(&letters.change_topic).payload(message.payload().unwrap_or_default());
         if let Some(key) = message.key() {
@@ -120,6 +138,15 @@ pub async fn redrive(config: &KafkaConfig) -> Result<u64, DeadLetterError> {
         count += 1;
     }
     Ok(count)
+}
+
+fn is_notice(message: &OwnedMessage) -> bool {
+    use rdkafka::message::Headers;
+    message.headers().is_some_and(|headers| {
+        headers
+            .iter()
+            .any(|h| h.key == KIND_HEADER && h.value == Some(KIND_OVERSIZED.as_bytes()))
+    })
 }
 
 struct Pending {

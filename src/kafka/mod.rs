@@ -5,6 +5,8 @@ mod client;
 pub(crate) mod dead_letter;
 pub(crate) mod delivery;
 pub(crate) mod progress;
+mod topics;
 
 pub(crate) use client::{base_config, class_of_kafka, consumer};
-pub use client::{delete_topics, ensure_topic, producer, KafkaSetupError, Producer};
+pub use client::{producer, KafkaSetupError, Producer};
+pub use topics::{delete_topics, ensure_topic};

@@ -16,6 +16,7 @@ pub const SLOT_RECREATED: &str = "cdc_reader_slot_recreated_total";
 pub const EVENTS_APPLIED: &str = "cdc_applier_events_total";
 pub const END_TO_END_SECONDS: &str = "cdc_end_to_end_latency_seconds";
 pub const REJECTED_VERSIONS: &str = "cdc_applier_rejected_versions_total";
+pub const OVERSIZED_EVENTS: &str = "cdc_reader_oversized_events_total";
 
 /// What the applier did with a Kafka event (the `outcome` label of
 /// `cdc_applier_events_total`).
@@ -81,6 +82,9 @@ pub struct Metrics {
     pub end_to_end_seconds: Histogram,
     /// Changes refused for a version in the future beyond the skew bound.
     pub rejected_versions: prometheus::IntCounter,
+    /// Change events too large to send (noted on the dead-letter topic), by
+    /// source database.
+    pub oversized_events: IntCounterVec,
 }
 
 impl Metrics {
@@ -159,7 +163,13 @@ impl Metrics {
         registry
             .register(Box::new(rejected_versions.clone()))
             .expect("unique metric");
+        let oversized_events = counter(
+            OVERSIZED_EVENTS,
+            "Change events larger than kafka.max_message_bytes, noted on the dead-letter topic instead",
+            &["database"],
+        );
         Metrics {
+            oversized_events,
             rejected_versions,
             registry,
             events_produced,

@@ -197,11 +197,7 @@ async fn create_and_snapshot(
         );
         tables.push((source_table, name));
     }
-    let mut delivery = Delivery::new(
-        producer,
-        config.kafka.topic.clone(),
-        created.consistent_point,
-    );
+    let mut delivery = Delivery::new(producer, &config.kafka, db, created.consistent_point);
     let sent = send_snapshot(
         client,
         &created.snapshot_name,

@@ -89,9 +89,7 @@ pub(super) async fn send_snapshot(
                 Some(&tuple),
                 None,
             )?;
-            delivery
-                .send(seq, envelope.kafka_key(), &envelope.to_json())
-                .await?;
+            delivery.send(seq, &envelope).await?;
             sent += 1;
         }
         sent += send_tombstones(&tx, config, (source, owner), table, &txn, (delivery, seq)).await?;
@@ -124,9 +122,7 @@ async fn send_tombstones(
             continue;
         };
         let envelope = delete_envelope(source, &tenant, tombstone, txn);
-        delivery
-            .send(seq, envelope.kafka_key(), &envelope.to_json())
-            .await?;
+        delivery.send(seq, &envelope).await?;
         sent += 1;
     }
     Ok(sent)

@@ -20,11 +20,15 @@ use super::pgoutput::LogicalMessage;
 use super::replication::{ReplicationConnection, StreamMessage};
 use super::{ReaderError, RowOwner};
 use crate::config::Config;
-use crate::kafka::delivery::{Delivery, MAX_IN_FLIGHT};
+use crate::kafka::delivery::Delivery;
 use crate::model::{Lsn, SlotName};
 use crate::postgres::type_name;
 use crate::runtime::metrics::metrics;
 use crate::runtime::shutdown::Shutdown;
+
+/// How often an event parked on a full producer queue is tried again (also
+/// after every acknowledgement).
+const PARKED_RETRY: Duration = Duration::from_millis(50);
 
 /// How long a stopping reader waits for Kafka to acknowledge what it sent.
 const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -85,14 +89,21 @@ impl<'a> ChangeStream<'a> {
     pub(crate) async fn run(&mut self, mut shutdown: Shutdown) -> Result<(), ReaderError> {
         let interval = self.config.replication.status_interval;
         let mut tick = tokio::time::interval(interval);
+        let mut retry = tokio::time::interval(PARKED_RETRY);
         loop {
-            let may_read = self.delivery.in_flight() < MAX_IN_FLIGHT;
+            // A full Kafka queue stops reading, nothing else: acks,
+            // status updates and shutdown go on being served.
+            let may_read = self.delivery.has_room();
             tokio::select! {
                 message = self.conn.next_message(), if may_read => {
                     let message = message.map_err(ReaderError::replication(&self.source.database))?;
                     self.on_message(message).await?;
                 }
-                acked = self.delivery.poll(), if self.delivery.in_flight() > 0 => acked?,
+                acked = self.delivery.poll(), if self.delivery.in_flight() > 0 => {
+                    acked?;
+                    self.delivery.retry_parked()?;
+                }
+                _ = retry.tick(), if self.delivery.is_parked() => self.delivery.retry_parked()?,
                 _ = tick.tick() => self.report().await?,
                 _ = shutdown.wait() => break,
             }

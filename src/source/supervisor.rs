@@ -117,7 +117,7 @@ async fn stream_source(
         .map_err(ReaderError::replication(db))?;
     info!(database = db, %slot, %start, "streaming");
     set_source_up(db, true);
-    let delivery = Delivery::new(producer, config.kafka.topic.clone(), start);
+    let delivery = Delivery::new(producer, &config.kafka, db, start);
     let mut stream = ChangeStream::new(
         config,
         source,

@@ -51,7 +51,9 @@ impl EventSink for Delivery {
     }
 
     async fn send(&mut self, seq: TxnSeq, envelope: &Envelope) -> Result<(), DeliveryError> {
-        Delivery::send(self, seq, envelope.kafka_key(), &envelope.to_json()).await
+        // Never waits: a full queue parks the event and the stream stops
+        // reading until it is through (see `stream`).
+        self.offer(seq, envelope)
     }
 }
 
