@@ -38,13 +38,18 @@ impl Applier {
         if let Err(error) = self.expire_on_landlord(&live).await {
             warn!(%error, "expiring tombstones on the landlord failed; next round in an hour");
         }
+        let limit = self.config.applier.target_timeout;
         for id in live {
             let target = Target::Tenant(id.clone());
-            match self.expire_on(&target).await {
-                Ok(0) => {}
-                Ok(removed) => info!(tenant = %id, removed, "expired tombstones removed"),
-                Err(error) => {
+            match tokio::time::timeout(limit, self.expire_on(&target)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(removed)) => info!(tenant = %id, removed, "expired tombstones removed"),
+                Ok(Err(error)) => {
                     warn!(tenant = %id, %error, "expiring tombstones failed; next round in an hour")
+                }
+                Err(_) => {
+                    warn!(tenant = %id, "expiring tombstones took too long; next round in an hour");
+                    self.pool.drop_target(&target);
                 }
             }
         }

@@ -19,6 +19,7 @@
 
 mod cleanup;
 mod consume;
+mod fanout;
 mod pool;
 mod reconcile;
 mod routing;
@@ -46,9 +47,9 @@ use crate::runtime::metrics::{count_events, metrics, EventOutcome};
 use crate::runtime::retry::{Backoff, Classify, ErrorClass, FailureLog};
 use crate::runtime::shutdown::Shutdown;
 use pool::TargetPool;
-use routing::{unknown_tenant, Target};
+use routing::Target;
 use target::TargetError;
-use tenants::{TenantState, Tenants};
+use tenants::Tenants;
 use writer::apply_group;
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +67,8 @@ pub enum ApplierError {
         database: String,
         source: TargetError,
     },
+    #[error("writing to {target} took longer than {seconds} s (applier.target_timeout_secs); its server is silent or overloaded")]
+    TargetTimeout { target: String, seconds: f64 },
 }
 
 impl Classify for ApplierError {
@@ -75,6 +78,7 @@ impl Classify for ApplierError {
             ApplierError::DeadLetter(_) | ApplierError::Kafka(_) => ErrorClass::Transient,
             ApplierError::Db(e) => e.class(),
             ApplierError::Target { source, .. } => source.class(),
+            ApplierError::TargetTimeout { .. } => ErrorClass::Transient,
         }
     }
 }
@@ -94,6 +98,8 @@ pub struct Applier {
     failures: FailureLog,
     /// When tombstones were last expired (`cleanup`).
     last_cleanup: Option<std::time::Instant>,
+    /// Background connection attempts to unreachable tenants (`reconcile`).
+    probes: HashMap<TenantId, tokio::task::JoinHandle<bool>>,
 }
 
 impl Applier {
@@ -108,6 +114,7 @@ impl Applier {
             pool: TargetPool::new(key),
             failures: FailureLog::default(),
             last_cleanup: None,
+            probes: HashMap::new(),
         })
     }
 
@@ -172,9 +179,14 @@ impl Applier {
         {
             self.refresh(true).await?;
         }
+        let mut tenant_groups = Vec::new();
         for (target, items) in self.group_by_target(&decoded) {
-            self.apply_to(target, items).await?;
+            match target {
+                Target::Landlord => self.apply_to_landlord(items).await?,
+                Target::Tenant(_) => tenant_groups.push((target, items)),
+            }
         }
+        self.apply_to_tenants(tenant_groups).await?;
         self.pool.close_idle(self.config.applier.idle_connection);
         Ok(())
     }
@@ -200,52 +212,29 @@ impl Applier {
         groups
     }
 
-    async fn apply_to(
+    /// The landlord's share of a batch, in order. Its failure fails the
+    /// batch (retried until the landlord is back): every tenant's changes
+    /// need it.
+    async fn apply_to_landlord(
         &mut self,
-        target: Target,
         items: Vec<(&OwnedMessage, &Envelope)>,
     ) -> Result<(), ApplierError> {
-        if let Target::Tenant(id) = &target {
-            if !self.tenants.registry.contains_key(id) {
-                let reason = unknown_tenant(id);
-                for (message, _) in &items {
-                    self.dead_letters.send(message, &reason).await?;
-                }
-                return Ok(());
-            }
-            if self.tenants.state(id) == TenantState::Unreachable {
-                count_events(EventOutcome::Deferred, items.len() as u64);
-                return Ok(());
-            }
-        }
         let envelopes: Vec<&Envelope> = items.iter().map(|(_, e)| *e).collect();
         let applied = apply_group(
             &mut self.pool,
             &self.config,
             &self.tenants.registry,
-            &target,
+            &Target::Landlord,
             &envelopes,
         )
-        .await;
-        match (applied, &target) {
-            (Ok(applied), _) => {
-                if applied.columns_appeared {
-                    self.columns_appeared(&target);
-                }
-                for (index, reason) in applied.rejected {
-                    self.dead_letters.send(items[index].0, &reason).await?;
-                }
-                Ok(())
-            }
-            // Whatever fails on a tenant database as a whole (down, table
-            // missing, bridge columns not installed yet) delays that tenant
-            // only.
-            (Err(error), Target::Tenant(id)) => {
-                self.defer_tenant(id, items.len(), &error);
-                Ok(())
-            }
-            (Err(error), Target::Landlord) => Err(error),
+        .await?;
+        if applied.columns_appeared {
+            self.columns_appeared(&Target::Landlord);
         }
+        for (index, reason) in applied.rejected {
+            self.dead_letters.send(items[index].0, &reason).await?;
+        }
+        Ok(())
     }
 
     /// A tenant database that cannot be reached delays that tenant only: its

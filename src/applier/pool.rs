@@ -71,25 +71,21 @@ impl TargetPool {
         }
         let db = match self.open.entry(target.clone()) {
             Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => {
-                let (label, dsn) = dsn_of(config, tenants, target)?;
-                let client = connect(&dsn, &label).await?;
-                authorise_writes(&client, config, &self.key, &label).await?;
-                let preamble = client
-                    .prepare(APPLY_PREAMBLE)
-                    .await
-                    .map_err(|e| DbError::query(&label, "prepare the apply preamble", e))?;
-                entry.insert(TargetDb {
-                    label,
-                    client,
-                    preamble,
-                    tables: HashMap::new(),
-                    last_used: Instant::now(),
-                })
-            }
+            Entry::Vacant(entry) => entry.insert(open(target, config, tenants, &self.key).await?),
         };
         db.last_used = Instant::now();
         Ok(db)
+    }
+
+    /// Takes the open connection to `target` out of the pool (to use it
+    /// beside others); `put` returns it.
+    pub(super) fn take(&mut self, target: &Target) -> Option<TargetDb> {
+        self.open.remove(target).filter(|db| !db.client.is_closed())
+    }
+
+    pub(super) fn put(&mut self, target: Target, mut db: TargetDb) {
+        db.last_used = Instant::now();
+        self.open.insert(target, db);
     }
 
     pub(super) fn drop_target(&mut self, target: &Target) {
@@ -105,6 +101,29 @@ impl TargetPool {
         self.open
             .retain(|target, db| *target == Target::Landlord || db.last_used.elapsed() < idle);
     }
+}
+
+/// Opens a connection to `target`, authorised to write as the bridge.
+pub(super) async fn open(
+    target: &Target,
+    config: &Config,
+    tenants: &HashMap<TenantId, Tenant>,
+    key: &ApplyKey,
+) -> Result<TargetDb, DbError> {
+    let (label, dsn) = dsn_of(config, tenants, target)?;
+    let client = connect(&dsn, &label).await?;
+    authorise_writes(&client, config, key, &label).await?;
+    let preamble = client
+        .prepare(APPLY_PREAMBLE)
+        .await
+        .map_err(|e| DbError::query(&label, "prepare the apply preamble", e))?;
+    Ok(TargetDb {
+        label,
+        client,
+        preamble,
+        tables: HashMap::new(),
+        last_used: Instant::now(),
+    })
 }
 
 /// Label and DSN of a target database.

@@ -7,6 +7,7 @@
 //! changes direction, or its database answers again after an outage: the
 //! changes skipped meanwhile are still in the source rows.
 
+use futures::FutureExt;
 use tracing::{error, info, warn};
 
 use super::routing::Target;
@@ -15,25 +16,65 @@ use super::writer::apply_group;
 use super::{set_target_up, Applier, ApplierError};
 use crate::model::direction::{gate, Gate};
 use crate::model::{Envelope, Side, TenantId};
+use crate::postgres::connect;
 use crate::source::tenant_rows::current_state;
 
 impl Applier {
     /// Reconciles every tenant waiting for it; a failure leaves the tenant
-    /// waiting for the next round.
+    /// waiting for the next round. An unreachable tenant is first probed
+    /// in the background (connecting to a silent server must not hold the
+    /// applier) and reconciled once the probe got through; every reconcile
+    /// is bounded by `applier.target_timeout_secs`.
     pub(super) async fn reconcile_pending(&mut self) {
+        let limit = self.config.applier.target_timeout;
         for id in self.tenants.pending() {
-            match self.reconcile_tenant(&id).await {
-                Ok(()) => {
+            if self.tenants.state(&id) == TenantState::Unreachable && !self.probe_got_through(&id) {
+                continue;
+            }
+            let reconciled = tokio::time::timeout(limit, self.reconcile_tenant(&id)).await;
+            match reconciled {
+                Ok(Ok(())) => {
                     if self.tenants.reconciled(&id) == TenantState::Unreachable {
                         info!(tenant = %id, "tenant database reachable again; caught up");
                     }
                     set_target_up(&self.tenants.registry, &id, true);
                 }
-                Err(error) => {
+                Ok(Err(error)) => {
                     warn!(tenant = %id, %error, "reconciling the tenant failed; will retry")
+                }
+                Err(_) => {
+                    warn!(tenant = %id, seconds = limit.as_secs_f64(), "reconciling the tenant took too long; its server counts as unreachable");
+                    self.pool.drop_target(&Target::Tenant(id.clone()));
+                    self.tenants.mark_unreachable(&id);
+                    set_target_up(&self.tenants.registry, &id, false);
                 }
             }
         }
+    }
+
+    /// Whether a background connection attempt to an unreachable tenant
+    /// got through; starts one when none is under way.
+    fn probe_got_through(&mut self, id: &TenantId) -> bool {
+        if let Some(probe) = self.probes.get(id) {
+            if !probe.is_finished() {
+                return false;
+            }
+            let finished = self.probes.remove(id);
+            let reached = finished
+                .and_then(|probe| probe.now_or_never())
+                .is_some_and(|result| result.unwrap_or(false));
+            if reached {
+                return true;
+            }
+        }
+        let Some(tenant) = self.tenants.registry.get(id) else {
+            return false;
+        };
+        let dsn = tenant.dsn(&self.config.tenants.connection_template);
+        let database = tenant.database_name.clone();
+        let probe = tokio::spawn(async move { connect(&dsn, &database).await.is_ok() });
+        self.probes.insert(id.clone(), probe);
+        false
     }
 
     async fn reconcile_tenant(&mut self, id: &TenantId) -> Result<(), ApplierError> {

@@ -71,6 +71,17 @@ pub(super) async fn apply_group(
 ) -> Result<GroupResult, ApplierError> {
     let key = pool.key().clone();
     let db = pool.get(target, config, registry).await?;
+    apply_on(db, config, registry, (target, &key), envelopes).await
+}
+
+/// `apply_group` on a connection the caller holds.
+pub(super) async fn apply_on(
+    db: &mut TargetDb,
+    config: &Config,
+    registry: &HashMap<TenantId, Tenant>,
+    (target, key): (&Target, &ApplyKey),
+    envelopes: &[&Envelope],
+) -> Result<GroupResult, ApplierError> {
     let mut result = GroupResult::default();
     let mut next = 0;
     while next < envelopes.len() {
@@ -78,7 +89,7 @@ pub(super) async fn apply_group(
             db,
             config,
             registry,
-            (target, &key),
+            (target, key),
             &envelopes[next..],
             next,
             &mut result,

@@ -310,6 +310,19 @@ pub struct ApplierConfig {
     )]
     pub batch_wait: Duration,
     /// A target connection unused this long is closed, in seconds.
+    /// Longest time one tenant database may take to take a batch's changes
+    /// (connecting included), in seconds; then it counts as unreachable and
+    /// is reconciled when it answers, so it never holds the others.
+    #[serde(
+        rename = "target_timeout_secs",
+        default = "default_target_timeout",
+        deserialize_with = "duration::secs",
+        serialize_with = "duration::as_secs"
+    )]
+    pub target_timeout: Duration,
+    /// Most tenant databases written at the same time.
+    #[serde(default = "default_max_parallel_targets")]
+    pub max_parallel_targets: usize,
     #[serde(
         rename = "idle_connection_secs",
         default = "default_idle_connection",
@@ -325,6 +338,12 @@ fn default_batch_size() -> usize {
 fn default_batch_wait() -> Duration {
     Duration::from_millis(20)
 }
+fn default_target_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_parallel_targets() -> usize {
+    16
+}
 fn default_idle_connection() -> Duration {
     Duration::from_secs(300)
 }
@@ -335,6 +354,8 @@ impl Default for ApplierConfig {
             batch_size: default_batch_size(),
             batch_wait: default_batch_wait(),
             idle_connection: default_idle_connection(),
+            target_timeout: default_target_timeout(),
+            max_parallel_targets: default_max_parallel_targets(),
         }
     }
 }

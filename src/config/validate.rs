@@ -63,6 +63,12 @@ impl Config {
                 "and postgres.tcp_keepalive_secs must be at least 1",
             ));
         }
+        if self.applier.max_parallel_targets == 0 || self.applier.target_timeout.is_zero() {
+            return Err(invalid(
+                "applier.max_parallel_targets",
+                "and applier.target_timeout_secs must be at least 1",
+            ));
+        }
         if self.applier.batch_size == 0 {
             return Err(invalid("applier.batch_size", "must be at least 1"));
         }
