@@ -1,9 +1,7 @@
 //! Bad messages go to the dead-letter topic with their reason and original
 //! bytes, do not block their partition, and can be re-driven after a fix.
 
-mod common;
-
-use common::{eventually, produce, topic_messages, wait_streaming, TestEnv};
+use crate::support::{eventually, produce, topic_messages, wait_streaming, TestEnv};
 
 fn envelope(tenant: &str, side: &str, color: &str) -> String {
     serde_json::json!({

@@ -1,16 +1,15 @@
 //! Stopping and crashing the bridge during a stream of writes loses nothing.
 
-mod common;
-
+use crate::support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{eventually, TestEnv};
+use crate::support::{eventually, TestEnv};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stopping_and_killing_the_bridge_during_writes_loses_no_write() {
     let env = TestEnv::new("restart", 1).await;
-    common::set_tenant_color(&env, 0, "#000000").await;
+    support::set_tenant_color(&env, 0, "#000000").await;
     let mut bridge = env.start_bridge();
     // Writes made before the slot exists are covered by the snapshot (latest
     // value only); this test is about writes made while the bridge runs.
@@ -22,7 +21,7 @@ async fn stopping_and_killing_the_bridge_during_writes_loses_no_write() {
     let writes = 600u32;
     let database = env.tenants[0].database.clone();
     let writer = tokio::spawn(async move {
-        let client = common::connect(&database).await;
+        let client = support::connect(&database).await;
         for i in 1..=writes {
             let color = format!("#{i:06}");
             client
@@ -53,7 +52,7 @@ async fn stopping_and_killing_the_bridge_during_writes_loses_no_write() {
 
     // Kafka is the durable history: every write must be in the topic.
     let expected: BTreeSet<String> = (1..=writes).map(|i| format!("#{i:06}")).collect();
-    common::wait_colors_in_kafka(&env.topic, &expected, "every write in the Kafka topic").await;
+    support::wait_colors_in_kafka(&env.topic, &expected, "every write in the Kafka topic").await;
     // And the landlord ends at the last write. Intermediate versions may be
     // skipped as stale when a restarted applier catches up from the tenant's
     // current row, which is the conflict rule working, not a loss.

@@ -3,12 +3,11 @@
 //! The cluster here rejects the bridge's role on plain TCP, so syncing at
 //! all proves TLS.
 
-mod common;
-
+use crate::support;
 use std::path::Path;
 use std::process::Command;
 
-use common::eventually;
+use crate::support::eventually;
 use tokio_postgres::Client;
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -70,7 +69,7 @@ fn make_certificates(dir: &Path) {
 }
 
 async fn connect(port: u16, db: &str) -> Client {
-    common::connect_dsn(&format!(
+    support::connect_dsn(&format!(
         "host=127.0.0.1 port={port} user=postgres dbname={db}"
     ))
     .await
@@ -87,7 +86,7 @@ async fn seed(port: u16) -> (Client, Client, Client) {
     }
     let landlord = connect(port, "landlord").await;
     landlord
-        .batch_execute(include_str!("../scripts/seed/landlord.sql"))
+        .batch_execute(include_str!("../../scripts/seed/landlord.sql"))
         .await
         .unwrap();
     landlord
@@ -96,7 +95,7 @@ async fn seed(port: u16) -> (Client, Client, Client) {
         .unwrap();
     let tenant = connect(port, "tenant_a").await;
     tenant
-        .batch_execute(include_str!("../scripts/seed/tenant.sql"))
+        .batch_execute(include_str!("../../scripts/seed/tenant.sql"))
         .await
         .unwrap();
     tenant
@@ -137,7 +136,7 @@ listen = ""
 "#,
         landlord = dsn("landlord"),
         template = dsn("{database_name}"),
-        brokers = common::kafka_brokers(),
+        brokers = support::kafka_brokers(),
         pid = std::process::id(),
         ca = ca.display(),
     )
@@ -145,7 +144,7 @@ listen = ""
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_bridge_connects_with_verified_tls_when_the_dsn_requires_it() {
-    let port = common::pg_port() + 9;
+    let port = support::pg_port() + 9;
     let dir = std::env::temp_dir().join(format!("cdc-bridge-tls-{port}"));
     let certs = dir.join("certs");
     let stack = |command: &str| {
@@ -165,7 +164,7 @@ async fn the_bridge_connects_with_verified_tls_when_the_dsn_requires_it() {
     let (admin, landlord, tenant) = seed(port).await;
     let config_path = dir.join("bridge.toml");
     std::fs::write(&config_path, config(port, &certs.join("ca.crt"))).unwrap();
-    let mut bridge = common::Bridge::start(&config_path, &dir);
+    let mut bridge = support::Bridge::start(&config_path, &dir);
 
     eventually("tenant row synced over TLS", || async {
         let row = landlord

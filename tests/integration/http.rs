@@ -1,9 +1,8 @@
 //! The HTTP endpoint: state-changing actions need the token; read-only
 //! endpoints are public unless configured otherwise.
 
-mod common;
-
-use common::{eventually, http_port, http_request, set_http, TestEnv};
+use crate::support;
+use crate::support::{eventually, http_port, http_request, set_http, TestEnv};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn changing_a_direction_over_http_requires_the_token() {
@@ -19,7 +18,7 @@ async fn changing_a_direction_over_http_requires_the_token() {
         health.contains(" 200 "),
         "read-only endpoints are public: {health}"
     );
-    common::wait_streaming(&bridge, 2).await;
+    support::wait_streaming(&bridge, 2).await;
 
     let anonymous = http_request(port, "POST", "/tenants/1/direction", None, "paused")
         .await

@@ -1,9 +1,8 @@
 //! The command line: setup is idempotent, dry-run touches nothing, bad
 //! configuration fails at start naming the key.
 
-mod common;
-
-use common::TestEnv;
+use crate::support;
+use crate::support::TestEnv;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn setup_is_idempotent_and_installs_the_publication() {
@@ -95,7 +94,7 @@ async fn a_wrong_type_or_missing_key_fails_at_start_naming_it() {
     assert!(!ok && output.contains("partitions"), "{output}");
 
     replace_in_config(&env, "partitions = \"three\"", "partitions = 3");
-    let brokers = format!("brokers = \"{}\"", common::kafka_brokers());
+    let brokers = format!("brokers = \"{}\"", support::kafka_brokers());
     replace_in_config(&env, &brokers, "");
     let (ok, output) = env.bridge_command(&["run"]);
     assert!(!ok && output.contains("brokers"), "{output}");
@@ -104,7 +103,7 @@ async fn a_wrong_type_or_missing_key_fails_at_start_naming_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_landlord_or_kafka_fails_at_start_with_advice() {
     let env = TestEnv::new("unreachable", 0).await;
-    let port = format!("port={}", common::pg_port());
+    let port = format!("port={}", support::pg_port());
     let text = std::fs::read_to_string(&env.config_path).unwrap();
     std::fs::write(&env.config_path, text.replacen(&port, "port=1", 1)).unwrap();
     let (ok, output) = env.bridge_command(&["run"]);
@@ -115,7 +114,7 @@ async fn an_unreachable_landlord_or_kafka_fails_at_start_with_advice() {
     );
 
     env.write_config("");
-    let brokers = format!("brokers = \"{}\"", common::kafka_brokers());
+    let brokers = format!("brokers = \"{}\"", support::kafka_brokers());
     replace_in_config(&env, &brokers, "brokers = \"127.0.0.1:1\"");
     let (ok, output) = env.bridge_command(&["run"]);
     assert!(!ok, "{output}");
@@ -127,7 +126,7 @@ async fn an_unreachable_landlord_or_kafka_fails_at_start_with_advice() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_landlord_without_logical_replication_fails_at_start_naming_wal_level() {
-    let port = common::pg_port() + 8;
+    let port = support::pg_port() + 8;
     let stack_dir = std::env::temp_dir().join(format!("cdc-bridge-replica-pg-{port}"));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/stack.sh");
     let run = |command: &str| {
@@ -141,7 +140,7 @@ async fn a_landlord_without_logical_replication_fails_at_start_naming_wal_level(
     };
     assert!(run("pg-up").success());
     let env = TestEnv::new("wallevel", 0).await;
-    let admin = common::connect_dsn(&format!(
+    let admin = support::connect_dsn(&format!(
         "host=127.0.0.1 port={port} user=postgres dbname=postgres"
     ))
     .await;
@@ -152,7 +151,7 @@ async fn a_landlord_without_logical_replication_fails_at_start_naming_wal_level(
     let text = std::fs::read_to_string(&env.config_path).unwrap();
     let landlord = format!(
         "port={} user=postgres dbname={}",
-        common::pg_port(),
+        support::pg_port(),
         env.landlord_db
     );
     std::fs::write(

@@ -1,8 +1,7 @@
 //! The tenant → landlord pipeline on real PostgreSQL and real Kafka.
 
-mod common;
-
-use common::{eventually, TestEnv};
+use crate::support;
+use crate::support::{eventually, TestEnv};
 
 async fn insert_branding(env: &TestEnv, index: usize, color: &str) {
     env.tenant(index)
@@ -112,7 +111,7 @@ async fn two_tenants_written_concurrently_stay_separate() {
     let writer = |index: usize, letter: char| {
         let database = env.tenants[index].database.clone();
         tokio::spawn(async move {
-            let client = common::connect(&database).await;
+            let client = support::connect(&database).await;
             for i in 0..writes {
                 let color = format!("#{letter}{i:05}");
                 client

@@ -1,11 +1,10 @@
 //! Tenant discovery at runtime, several PostgreSQL servers, and per-tenant
 //! direction (cutover, rollback, pause and resume).
 
-mod common;
-
+use crate::support;
 use std::time::Duration;
 
-use common::{
+use crate::support::{
     eventually, landlord_color, set_landlord_color, set_tenant_color, tenant_color, wait_streaming,
     TestEnv,
 };
@@ -105,7 +104,7 @@ async fn a_deactivated_tenant_stops_syncing_and_keeps_its_slot() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_on_a_second_postgres_server_is_synced() {
-    let port = common::pg_port() + 7;
+    let port = support::pg_port() + 7;
     let stack_dir = std::env::temp_dir().join(format!("cdc-bridge-second-pg-{port}"));
     let up = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/stack.sh"))
         .arg("pg-up")
@@ -119,14 +118,14 @@ async fn a_tenant_on_a_second_postgres_server_is_synced() {
     let env = TestEnv::new("secondpg", 1).await;
     let remote_db = format!("{}_remote", env.prefix);
     let remote_dsn = |db: &str| format!("host=127.0.0.1 port={port} user=postgres dbname={db}");
-    let admin = common::connect_dsn(&remote_dsn("postgres")).await;
+    let admin = support::connect_dsn(&remote_dsn("postgres")).await;
     admin
         .batch_execute(&format!("CREATE DATABASE {remote_db}"))
         .await
         .unwrap();
-    let remote = common::connect_dsn(&remote_dsn(&remote_db)).await;
+    let remote = support::connect_dsn(&remote_dsn(&remote_db)).await;
     remote
-        .batch_execute(include_str!("../scripts/seed/tenant.sql"))
+        .batch_execute(include_str!("../../scripts/seed/tenant.sql"))
         .await
         .unwrap();
     remote
@@ -142,12 +141,12 @@ async fn a_tenant_on_a_second_postgres_server_is_synced() {
         .batch_execute(&format!(
             "ALTER TABLE tenants ADD COLUMN db_port integer NOT NULL DEFAULT {};
              INSERT INTO tenants (id, slug, numeric_id, database_name, db_port) VALUES (9, 'remote', 1009, '{remote_db}', {port});",
-            common::pg_port()
+            support::pg_port()
         ))
         .await
         .unwrap();
     let config = std::fs::read_to_string(&env.config_path).unwrap().replace(
-        &format!("connection_template = \"host=127.0.0.1 port={} user=postgres dbname={{database_name}}\"", common::pg_port()),
+        &format!("connection_template = \"host=127.0.0.1 port={} user=postgres dbname={{database_name}}\"", support::pg_port()),
         "connection_template = \"host=127.0.0.1 port={db_port} user=postgres dbname={database_name}\"\nregistry_query = \"SELECT id::text AS id, slug, database_name, db_port FROM tenants WHERE status = 'active'\"",
     );
     std::fs::write(&env.config_path, config).unwrap();

@@ -1,11 +1,9 @@
 //! Awkward input: schema drift, awkward identifiers, and secrets that must
 //! never reach a log line or the metrics.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{eventually, wait_streaming, TestEnv};
+use crate::support::{eventually, wait_streaming, TestEnv};
 
 async fn landlord_text(env: &TestEnv, column: &str) -> Option<String> {
     env.landlord_row(0).await.and_then(|r| r.text(column))

@@ -2,11 +2,10 @@
 //! confirms nothing it has not delivered, and catches up with nothing lost.
 //! (Its own test binary: stopping the broker would disturb parallel tests.)
 
-mod common;
-
+use crate::support;
 use std::time::Duration;
 
-use common::{eventually, landlord_color, set_tenant_color, TestEnv};
+use crate::support::{eventually, landlord_color, set_tenant_color, TestEnv};
 
 /// Stops or starts the test stack's Kafka broker (scripts/test.sh exports
 /// STACK_DIR and KAFKA_PORT for this).
@@ -33,8 +32,8 @@ async fn confirmed_lsn(env: &TestEnv) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kafka_outage_degrades_health_confirms_nothing_new_and_catches_up() {
     let env = TestEnv::new("kafkadown", 1).await;
-    let port = common::http_port(0);
-    common::set_http(&env, port, "");
+    let port = support::http_port(0);
+    support::set_http(&env, port, "");
     set_tenant_color(&env, 0, "#400000").await;
     let mut bridge = env.start_bridge();
     eventually("tenant on the landlord", || async {
@@ -42,7 +41,7 @@ async fn a_kafka_outage_degrades_health_confirms_nothing_new_and_catches_up() {
     })
     .await;
     eventually("healthy", || async {
-        common::http_request(port, "GET", "/health", None, "")
+        support::http_request(port, "GET", "/health", None, "")
             .await
             .filter(|r| r.contains(" 200 "))
     })
@@ -54,7 +53,7 @@ async fn a_kafka_outage_degrades_health_confirms_nothing_new_and_catches_up() {
         set_tenant_color(&env, 0, &format!("#4{i:05}")).await;
     }
     eventually("health reports Kafka down", || async {
-        common::http_request(port, "GET", "/health", None, "")
+        support::http_request(port, "GET", "/health", None, "")
             .await
             .filter(|r| r.contains(" 503 ") && r.contains("Kafka unreachable"))
     })
@@ -69,14 +68,14 @@ async fn a_kafka_outage_degrades_health_confirms_nothing_new_and_catches_up() {
     kafka("start-kafka");
     // The restarted broker reloads its coordinators first; allow for it.
     let catch_up = Duration::from_secs(180);
-    common::eventually_within(
+    support::eventually_within(
         catch_up,
         "every write applied after Kafka is back",
         || async { (landlord_color(&env, 0).await.as_deref() == Some("#400020")).then_some(()) },
     )
     .await;
-    common::eventually_within(catch_up, "healthy again", || async {
-        common::http_request(port, "GET", "/health", None, "")
+    support::eventually_within(catch_up, "healthy again", || async {
+        support::http_request(port, "GET", "/health", None, "")
             .await
             .filter(|r| r.contains(" 200 "))
     })

@@ -1,17 +1,16 @@
 //! Outages of a tenant database, the landlord and Kafka: nothing is lost,
 //! other tenants keep syncing, everything catches up.
 
-mod common;
-
+use crate::support;
 use std::time::Duration;
 
-use common::{
+use crate::support::{
     change_events, eventually, landlord_color, set_landlord_color, set_tenant_color, tenant_color,
     wait_streaming, TestEnv,
 };
 
 async fn set_reachable(database: &str, reachable: bool) {
-    let admin = common::connect("postgres").await;
+    let admin = support::connect("postgres").await;
     admin
         .batch_execute(&format!(
             "ALTER DATABASE {database} ALLOW_CONNECTIONS {reachable}"

@@ -120,7 +120,7 @@ impl TestEnv {
             .unwrap();
         let landlord = connect(&landlord_db).await;
         landlord
-            .batch_execute(include_str!("../../scripts/seed/landlord.sql"))
+            .batch_execute(include_str!("../../../scripts/seed/landlord.sql"))
             .await
             .unwrap();
         let log_dir = std::env::temp_dir().join(format!("cdc-bridge-tests/{prefix}"));
@@ -156,7 +156,7 @@ impl TestEnv {
             .unwrap();
         connect(&tenant.database)
             .await
-            .batch_execute(include_str!("../../scripts/seed/tenant.sql"))
+            .batch_execute(include_str!("../../../scripts/seed/tenant.sql"))
             .await
             .unwrap();
         self.tenants.push(tenant.clone());

@@ -1,9 +1,7 @@
 //! Replication slots: a lost slot is detected and recovered, an idle slot
 //! does not hold WAL, and a huge transaction flows with bounded memory.
 
-mod common;
-
-use common::{eventually, topic_size, wait_streaming, TestEnv};
+use crate::support::{eventually, topic_size, wait_streaming, TestEnv};
 
 async fn slot_state(env: &TestEnv) -> (i64, String) {
     let row = env
