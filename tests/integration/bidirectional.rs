@@ -1,10 +1,9 @@
 //! Both directions, loop prevention and last-writer-wins, on real
 //! PostgreSQL and real Kafka.
 
-use crate::support;
 use std::time::Duration;
 
-use crate::support::{change_events, eventually, log_writes, wait_streaming, write_count, TestEnv};
+use crate::support::{self, eventually, log_writes, wait_streaming, write_count, TestEnv};
 
 /// Long enough for an echo, if there were one, to travel the whole loop.
 const SETTLE: Duration = Duration::from_millis(2500);
@@ -45,7 +44,7 @@ async fn tenant_exists(env: &TestEnv, exists: bool) {
 /// two write logs `landlord_writes` and `tenant_writes` rows.
 async fn quiet_with(env: &TestEnv, events: usize, landlord_writes: i64, tenant_writes: i64) {
     tokio::time::sleep(SETTLE).await;
-    let seen = change_events(&env.topic);
+    let seen = env.topic.change_events();
     assert_eq!(
         seen.len(),
         events,

@@ -2,13 +2,13 @@
 //! with deletes and re-inserts, converge to the write with the highest
 //! (version, side). Set CDC_TEST_SEED to replay a failing run.
 
-use crate::support;
 use std::collections::HashMap;
 
-use crate::support::{eventually, wait_streaming, TestEnv};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_postgres::Client;
+
+use crate::support::{self, eventually, wait_streaming, TestEnv};
 
 const TENANTS: usize = 20;
 const ROUNDS: usize = 12;

@@ -2,13 +2,13 @@
 //! killed with SIGKILL at random moments and restarted; afterwards every
 //! write is in Kafka and both sides are identical, with no manual step.
 
-use crate::support;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use crate::support::{eventually, wait_streaming, TestEnv};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+use crate::support::{self, eventually, wait_streaming, TestEnv};
 
 const TENANTS: usize = 4;
 const KILLS: usize = 10;
@@ -73,12 +73,9 @@ async fn killing_the_bridge_ten_times_under_load_loses_nothing_and_converges() {
         written.extend(writer.await.unwrap());
     }
 
-    support::wait_colors_in_kafka(
-        &env.topic,
-        &written,
-        &format!("every write in Kafka (seed {seed})"),
-    )
-    .await;
+    env.topic
+        .wait_colors(&written, &format!("every write in Kafka (seed {seed})"))
+        .await;
     let landlord = env.landlord().await;
     let mut finals = HashMap::new();
     for index in 0..TENANTS {

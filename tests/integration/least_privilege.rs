@@ -1,8 +1,7 @@
 //! `run` works as a non-superuser role with exactly the grants that
 //! `cdc-bridge grants` prints, once `setup` ran as the tables' owner.
 
-use crate::support;
-use crate::support::{eventually, wait_streaming, TestEnv};
+use crate::support::{self, eventually, wait_streaming, TestEnv};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_bridge_runs_as_a_role_with_only_the_documented_grants() {
@@ -38,10 +37,7 @@ async fn the_bridge_runs_as_a_role_with_only_the_documented_grants() {
         }
     }
 
-    let text = std::fs::read_to_string(&env.config_path)
-        .unwrap()
-        .replace("user=postgres", &format!("user={role}"));
-    std::fs::write(&env.config_path, text).unwrap();
+    env.replace_in_config("user=postgres", &format!("user={role}"));
     let superuser: bool = env
         .landlord()
         .await
@@ -91,10 +87,7 @@ async fn a_role_without_the_grants_fails_at_start_naming_the_fix() {
         .batch_execute(&format!("CREATE ROLE {role} LOGIN REPLICATION NOSUPERUSER"))
         .await
         .unwrap();
-    let text = std::fs::read_to_string(&env.config_path)
-        .unwrap()
-        .replace("user=postgres", &format!("user={role}"));
-    std::fs::write(&env.config_path, text).unwrap();
+    env.replace_in_config("user=postgres", &format!("user={role}"));
     let (ok, output) = env.bridge_command(&["run"]);
     assert!(!ok, "{output}");
     assert!(
