@@ -19,6 +19,12 @@ trap 'scripts/stack.sh down >/dev/null 2>&1' EXIT
 scripts/stack.sh up
 
 export CDC_TEST_PG_PORT="$PG_PORT" CDC_TEST_KAFKA="127.0.0.1:$KAFKA_PORT"
+# The integration tests share one binary and mostly wait on PostgreSQL and
+# Kafka, so more of them run at once than there are cores. Three is the
+# fastest that stays reliable on the 2-core CI machine: more load slows the
+# Kafka outage test, the longest, more than it speeds up the rest.
+# `scripts/test.sh -- --test-threads=N` (or RUST_TEST_THREADS=N) overrides it.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-3}"
 log="$(mktemp)"
 set +e
 cargo test --locked --no-fail-fast "$@" 2>&1 | tee "$log"

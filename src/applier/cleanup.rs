@@ -39,6 +39,7 @@ impl Applier {
             warn!(%error, "expiring tombstones on the landlord failed; next round in an hour");
         }
         let limit = self.config.applier.target_timeout;
+        let expired_for = live.len();
         for id in live {
             let target = Target::Tenant(id.clone());
             match tokio::time::timeout(limit, self.expire_on(&target)).await {
@@ -53,6 +54,11 @@ impl Applier {
                 }
             }
         }
+        let kept_for = self.tenants.registry.len() - expired_for;
+        info!(
+            expired_for,
+            kept_for, "tombstone cleanup round done (tenants not live both ways keep theirs)"
+        );
     }
 
     /// Tenants whose tombstones may expire: live and syncing both ways.

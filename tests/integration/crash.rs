@@ -2,14 +2,13 @@
 //! killed with SIGKILL at random moments and restarted; afterwards every
 //! write is in Kafka and both sides are identical, with no manual step.
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use common::{eventually, wait_streaming, TestEnv};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+use crate::support::{self, eventually, wait_streaming, TestEnv};
 
 const TENANTS: usize = 4;
 const KILLS: usize = 10;
@@ -26,7 +25,7 @@ async fn killing_the_bridge_ten_times_under_load_loses_nothing_and_converges() {
     println!("crash test seed: {seed} (replay with CDC_TEST_SEED={seed})");
     let env = TestEnv::new("crash", TENANTS).await;
     for index in 0..TENANTS {
-        common::set_tenant_color(&env, index, "#000000").await;
+        support::set_tenant_color(&env, index, "#000000").await;
     }
     let mut bridge = env.start_bridge();
     wait_streaming(&bridge, TENANTS + 1).await;
@@ -42,7 +41,7 @@ async fn killing_the_bridge_ten_times_under_load_loses_nothing_and_converges() {
             };
             let id = env.tenants[index].id;
             writers.push(tokio::spawn(async move {
-                let client = common::connect(&database).await;
+                let client = support::connect(&database).await;
                 let mut written = Vec::new();
                 let mut n = 0;
                 while Instant::now() < stop_at {
@@ -74,12 +73,9 @@ async fn killing_the_bridge_ten_times_under_load_loses_nothing_and_converges() {
         written.extend(writer.await.unwrap());
     }
 
-    common::wait_colors_in_kafka(
-        &env.topic,
-        &written,
-        &format!("every write in Kafka (seed {seed})"),
-    )
-    .await;
+    env.topic
+        .wait_colors(&written, &format!("every write in Kafka (seed {seed})"))
+        .await;
     let landlord = env.landlord().await;
     let mut finals = HashMap::new();
     for index in 0..TENANTS {

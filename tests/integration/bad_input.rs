@@ -1,11 +1,9 @@
 //! Awkward input: schema drift, awkward identifiers, and secrets that must
 //! never reach a log line or the metrics.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{eventually, wait_streaming, TestEnv};
+use crate::support::{eventually, wait_streaming, TestEnv};
 
 async fn landlord_text(env: &TestEnv, column: &str) -> Option<String> {
     env.landlord_row(0).await.and_then(|r| r.text(column))
@@ -103,11 +101,10 @@ async fn tables_and_columns_with_awkward_names_sync_both_ways() {
         )
         .await
         .unwrap();
-    let text = std::fs::read_to_string(&env.config_path).unwrap().replace(
+    env.replace_in_config(
         "name = \"tenant_brandings\"",
         "name = \"tenant_brandings\"\ntenant_table = 'Tenant \"Brandings\"'\nlandlord_table = 'Landlord Brandings'",
     );
-    std::fs::write(&env.config_path, text).unwrap();
     tenant
         .execute(r#"INSERT INTO "Tenant ""Brandings""" (id, "Primary Color", "MixedCase") VALUES (1, 'it''s red', 'Ünïcode')"#, &[])
         .await
@@ -148,11 +145,8 @@ async fn tables_and_columns_with_awkward_names_sync_both_ways() {
 async fn a_dsn_password_never_appears_in_logs_errors_or_config_output() {
     let env = TestEnv::new("secret", 1).await;
     let secret = "Sup3r-Secret-Pa55";
-    let text = std::fs::read_to_string(&env.config_path)
-        .unwrap()
-        .replace("user=postgres", &format!("user=postgres password={secret}"))
-        .replace("listen = \"\"", "listen = \"127.0.0.1:0\"");
-    std::fs::write(&env.config_path, text).unwrap();
+    env.replace_in_config("user=postgres", &format!("user=postgres password={secret}"));
+    env.set_http("");
     // A tenant whose database does not exist: its connection errors are logged.
     env.landlord()
         .await

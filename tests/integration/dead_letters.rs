@@ -1,9 +1,7 @@
 //! Bad messages go to the dead-letter topic with their reason and original
 //! bytes, do not block their partition, and can be re-driven after a fix.
 
-mod common;
-
-use common::{eventually, produce, topic_messages, wait_streaming, TestEnv};
+use crate::support::{eventually, wait_streaming, TestEnv};
 
 /// A version newer than anything the test wrote, and plausible (not in the
 /// future beyond the bridge's clock-skew bound).
@@ -27,9 +25,10 @@ fn envelope(tenant: &str, side: &str, color: &str) -> String {
 }
 
 async fn dead_letter_with(env: &TestEnv, fragment: &str) -> Vec<u8> {
-    let dlq = format!("{}.dlq", env.topic);
+    let dead_letters = env.topic.dead_letters();
     eventually(&format!("a dead letter saying {fragment:?}"), || async {
-        topic_messages(&dlq)
+        dead_letters
+            .messages()
             .into_iter()
             .find(|m| m.reason.as_deref().is_some_and(|r| r.contains(fragment)))
             .map(|m| m.payload)
@@ -49,24 +48,24 @@ async fn bad_messages_go_to_the_dead_letter_topic_and_do_not_block_the_partition
     let mut bridge = env.start_bridge();
     wait_streaming(&bridge, 2).await;
 
-    produce(&env.topic, "1", b"{not json").await;
+    env.topic.produce("1", b"{not json").await;
     assert_eq!(
         dead_letter_with(&env, "not a valid change envelope").await,
         b"{not json"
     );
 
-    produce(&env.topic, "1", br#"{"v": 99}"#).await;
+    env.topic.produce("1", br#"{"v": 99}"#).await;
     assert_eq!(dead_letter_with(&env, "version 99").await, br#"{"v": 99}"#);
 
     let unknown = envelope("999", "landlord", "#123456");
-    produce(&env.topic, "999", unknown.as_bytes()).await;
+    env.topic.produce("999", unknown.as_bytes()).await;
     assert_eq!(
         dead_letter_with(&env, "tenant 999 is not in the registry").await,
         unknown.as_bytes()
     );
 
     let too_long = envelope("1", "tenant", "#toolong!");
-    produce(&env.topic, "1", too_long.as_bytes()).await;
+    env.topic.produce("1", too_long.as_bytes()).await;
     assert_eq!(
         dead_letter_with(&env, "value too long").await,
         too_long.as_bytes()
@@ -74,12 +73,9 @@ async fn bad_messages_go_to_the_dead_letter_topic_and_do_not_block_the_partition
 
     // The partition is not blocked: a good message behind them applies, and
     // a column the target lacks is ignored (schema drift), not fatal.
-    produce(
-        &env.topic,
-        "1",
-        envelope("1", "tenant", "#0k0k0k").as_bytes(),
-    )
-    .await;
+    env.topic
+        .produce("1", envelope("1", "tenant", "#0k0k0k").as_bytes())
+        .await;
     eventually("a good message after the bad ones applies", || async {
         (landlord_color(&env).await.as_deref() == Some("#0k0k0k")).then_some(())
     })
@@ -93,7 +89,7 @@ async fn dead_letters_are_redriven_after_the_cause_is_fixed() {
     let mut bridge = env.start_bridge();
     wait_streaming(&bridge, 2).await;
     let too_long = envelope("1", "tenant", "#toolong!");
-    produce(&env.topic, "1", too_long.as_bytes()).await;
+    env.topic.produce("1", too_long.as_bytes()).await;
     dead_letter_with(&env, "value too long").await;
 
     env.landlord()

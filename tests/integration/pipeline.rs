@@ -1,8 +1,6 @@
 //! The tenant → landlord pipeline on real PostgreSQL and real Kafka.
 
-mod common;
-
-use common::{eventually, TestEnv};
+use crate::support::{self, eventually, wait_streaming, TestEnv};
 
 async fn insert_branding(env: &TestEnv, index: usize, color: &str) {
     env.tenant(index)
@@ -42,11 +40,8 @@ async fn rows_that_existed_before_the_bridge_arrive_through_the_snapshot() {
 async fn inserts_and_updates_made_while_running_arrive_on_the_landlord() {
     let env = TestEnv::new("stream", 1).await;
     let mut bridge = env.start_bridge();
-    // Wait until the reader streams (snapshot of an empty table done).
-    eventually("reader streaming", || async {
-        bridge.log_text().contains("streaming").then_some(())
-    })
-    .await;
+    // Wait until the readers stream (snapshot of an empty table done).
+    wait_streaming(&bridge, 2).await;
     insert_branding(&env, 0, "#111111").await;
     landlord_color_is(&env, 0, "#111111").await;
     let tenant = env.tenant(0).await;
@@ -112,7 +107,7 @@ async fn two_tenants_written_concurrently_stay_separate() {
     let writer = |index: usize, letter: char| {
         let database = env.tenants[index].database.clone();
         tokio::spawn(async move {
-            let client = common::connect(&database).await;
+            let client = support::connect(&database).await;
             for i in 0..writes {
                 let color = format!("#{letter}{i:05}");
                 client

@@ -1,16 +1,14 @@
 //! The HTTP endpoint: state-changing actions need the token; read-only
 //! endpoints are public unless configured otherwise.
 
-mod common;
-
-use common::{eventually, http_port, http_request, set_http, TestEnv};
+use crate::support::{eventually, http_request, wait_streaming, TestEnv};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn changing_a_direction_over_http_requires_the_token() {
     let env = TestEnv::new("httptoken", 1).await;
-    let port = http_port(101);
-    set_http(&env, port, "token = \"s3cret-token\"");
+    env.set_http("token = \"s3cret-token\"");
     let mut bridge = env.start_bridge();
+    let port = bridge.http_port().await;
     let health = eventually("endpoint up", || async {
         http_request(port, "GET", "/health", None, "").await
     })
@@ -19,7 +17,7 @@ async fn changing_a_direction_over_http_requires_the_token() {
         health.contains(" 200 "),
         "read-only endpoints are public: {health}"
     );
-    common::wait_streaming(&bridge, 2).await;
+    wait_streaming(&bridge, 2).await;
 
     let anonymous = http_request(port, "POST", "/tenants/1/direction", None, "paused")
         .await
@@ -63,9 +61,9 @@ async fn changing_a_direction_over_http_requires_the_token() {
 #[tokio::test(flavor = "multi_thread")]
 async fn read_endpoints_can_require_the_token_and_state_changes_are_off_without_one() {
     let env = TestEnv::new("httpread", 1).await;
-    let port = http_port(102);
-    set_http(&env, port, "token = \"t\"\nprotect_read_endpoints = true");
+    env.set_http("token = \"t\"\nprotect_read_endpoints = true");
     let mut bridge = env.start_bridge();
+    let port = bridge.http_port().await;
     let denied = eventually("endpoint up", || async {
         http_request(port, "GET", "/metrics", None, "").await
     })
@@ -81,8 +79,9 @@ async fn read_endpoints_can_require_the_token_and_state_changes_are_off_without_
     assert!(bridge.stop().success(), "{}", bridge.log_text());
 
     env.write_config("");
-    set_http(&env, port, "");
+    env.set_http("");
     let mut bridge = env.start_bridge();
+    let port = bridge.http_port().await;
     let off = eventually("endpoint up", || async {
         http_request(port, "POST", "/tenants/1/direction", Some("t"), "paused").await
     })

@@ -1,9 +1,7 @@
 //! The command line: setup is idempotent, dry-run touches nothing, bad
 //! configuration fails at start naming the key.
 
-mod common;
-
-use common::TestEnv;
+use crate::support::{dsn, offset, pg_port, OwnPostgres, TestEnv};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn setup_is_idempotent_and_installs_the_publication() {
@@ -81,22 +79,15 @@ async fn teardown_removes_everything_setup_installed() {
     }
 }
 
-fn replace_in_config(env: &TestEnv, from: &str, to: &str) {
-    let text = std::fs::read_to_string(&env.config_path).unwrap();
-    assert!(text.contains(from), "config has {from}");
-    std::fs::write(&env.config_path, text.replace(from, to)).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_type_or_missing_key_fails_at_start_naming_it() {
     let env = TestEnv::new("badtype", 0).await;
-    replace_in_config(&env, "partitions = 3", "partitions = \"three\"");
+    env.replace_in_config("partitions = 3", "partitions = \"three\"");
     let (ok, output) = env.bridge_command(&["run"]);
     assert!(!ok && output.contains("partitions"), "{output}");
 
-    replace_in_config(&env, "partitions = \"three\"", "partitions = 3");
-    let brokers = format!("brokers = \"{}\"", common::kafka_brokers());
-    replace_in_config(&env, &brokers, "");
+    env.replace_in_config("partitions = \"three\"", "partitions = 3");
+    env.replace_in_config(&format!("brokers = \"{}\"", env.topic.brokers), "");
     let (ok, output) = env.bridge_command(&["run"]);
     assert!(!ok && output.contains("brokers"), "{output}");
 }
@@ -104,9 +95,10 @@ async fn a_wrong_type_or_missing_key_fails_at_start_naming_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_landlord_or_kafka_fails_at_start_with_advice() {
     let env = TestEnv::new("unreachable", 0).await;
-    let port = format!("port={}", common::pg_port());
-    let text = std::fs::read_to_string(&env.config_path).unwrap();
-    std::fs::write(&env.config_path, text.replacen(&port, "port=1", 1)).unwrap();
+    env.replace_in_config(
+        &format!("dsn = \"host=127.0.0.1 port={}", pg_port()),
+        "dsn = \"host=127.0.0.1 port=1",
+    );
     let (ok, output) = env.bridge_command(&["run"]);
     assert!(!ok, "{output}");
     assert!(
@@ -115,8 +107,10 @@ async fn an_unreachable_landlord_or_kafka_fails_at_start_with_advice() {
     );
 
     env.write_config("");
-    let brokers = format!("brokers = \"{}\"", common::kafka_brokers());
-    replace_in_config(&env, &brokers, "brokers = \"127.0.0.1:1\"");
+    env.replace_in_config(
+        &format!("brokers = \"{}\"", env.topic.brokers),
+        "brokers = \"127.0.0.1:1\"",
+    );
     let (ok, output) = env.bridge_command(&["run"]);
     assert!(!ok, "{output}");
     assert!(
@@ -127,44 +121,19 @@ async fn an_unreachable_landlord_or_kafka_fails_at_start_with_advice() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_landlord_without_logical_replication_fails_at_start_naming_wal_level() {
-    let port = common::pg_port() + 8;
-    let stack_dir = std::env::temp_dir().join(format!("cdc-bridge-replica-pg-{port}"));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/stack.sh");
-    let run = |command: &str| {
-        std::process::Command::new(script)
-            .arg(command)
-            .env("STACK_DIR", &stack_dir)
-            .env("PG_PORT", port.to_string())
-            .env("PG_WAL_LEVEL", "replica")
-            .status()
-            .unwrap()
-    };
-    assert!(run("pg-up").success());
+    let replica = OwnPostgres::start(offset::REPLICA_POSTGRES, &[("PG_WAL_LEVEL", "replica")]);
     let env = TestEnv::new("wallevel", 0).await;
-    let admin = common::connect_dsn(&format!(
-        "host=127.0.0.1 port={port} user=postgres dbname=postgres"
-    ))
-    .await;
-    admin
+    replica
+        .connect("postgres")
+        .await
         .batch_execute("CREATE DATABASE landlord_replica")
         .await
         .unwrap();
-    let text = std::fs::read_to_string(&env.config_path).unwrap();
-    let landlord = format!(
-        "port={} user=postgres dbname={}",
-        common::pg_port(),
-        env.landlord_db
+    env.replace_in_config(
+        &format!("dsn = \"{}\"", dsn(&env.landlord_db)),
+        &format!("dsn = \"{}\"", replica.dsn("landlord_replica")),
     );
-    std::fs::write(
-        &env.config_path,
-        text.replace(
-            &landlord,
-            &format!("port={port} user=postgres dbname=landlord_replica"),
-        ),
-    )
-    .unwrap();
     let (ok, output) = env.bridge_command(&["run"]);
-    run("down");
     assert!(!ok, "{output}");
     assert!(
         output.contains("wal_level = replica") && output.contains("set wal_level = logical"),

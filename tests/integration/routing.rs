@@ -1,13 +1,11 @@
 //! Tenant discovery at runtime, several PostgreSQL servers, and per-tenant
 //! direction (cutover, rollback, pause and resume).
 
-mod common;
-
 use std::time::Duration;
 
-use common::{
-    eventually, landlord_color, set_landlord_color, set_tenant_color, tenant_color, wait_streaming,
-    TestEnv,
+use crate::support::{
+    dsn, eventually, landlord_color, offset, pg_port, set_landlord_color, set_tenant_color,
+    tenant_color, wait_streaming, OwnPostgres, TestEnv, TENANT_SCHEMA,
 };
 
 const SETTLE: Duration = Duration::from_millis(2500);
@@ -74,11 +72,14 @@ async fn a_deactivated_tenant_stops_syncing_and_keeps_its_slot() {
         .execute("UPDATE tenants SET status = 'inactive' WHERE id = 2", &[])
         .await
         .unwrap();
+    // Stopped, not only told to stop: a reader still taking its snapshot
+    // would pick up the next write.
+    let stopped = format!(
+        "reader stopped cleanly database={} ",
+        env.tenants[1].database
+    );
     eventually("reader of the deactivated tenant stopped", || async {
-        bridge
-            .log_text()
-            .contains("stopping its reader")
-            .then_some(())
+        bridge.log_text().contains(&stopped).then_some(())
     })
     .await;
     set_tenant_color(&env, 1, "#0b0001").await;
@@ -105,30 +106,17 @@ async fn a_deactivated_tenant_stops_syncing_and_keeps_its_slot() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_on_a_second_postgres_server_is_synced() {
-    let port = common::pg_port() + 7;
-    let stack_dir = std::env::temp_dir().join(format!("cdc-bridge-second-pg-{port}"));
-    let up = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/stack.sh"))
-        .arg("pg-up")
-        .env("STACK_DIR", &stack_dir)
-        .env("PG_PORT", port.to_string())
-        .env("PG_FSYNC", "off")
-        .status()
-        .unwrap();
-    assert!(up.success(), "second PostgreSQL cluster did not start");
-
+    let second = OwnPostgres::start(offset::SECOND_POSTGRES, &[]);
     let env = TestEnv::new("secondpg", 1).await;
     let remote_db = format!("{}_remote", env.prefix);
-    let remote_dsn = |db: &str| format!("host=127.0.0.1 port={port} user=postgres dbname={db}");
-    let admin = common::connect_dsn(&remote_dsn("postgres")).await;
-    admin
+    second
+        .connect("postgres")
+        .await
         .batch_execute(&format!("CREATE DATABASE {remote_db}"))
         .await
         .unwrap();
-    let remote = common::connect_dsn(&remote_dsn(&remote_db)).await;
-    remote
-        .batch_execute(include_str!("../scripts/seed/tenant.sql"))
-        .await
-        .unwrap();
+    let remote = second.connect(&remote_db).await;
+    remote.batch_execute(TENANT_SCHEMA).await.unwrap();
     remote
         .execute(
             "INSERT INTO tenant_brandings (id, primary_color) VALUES (1, '#e0e0e0')",
@@ -141,16 +129,16 @@ async fn a_tenant_on_a_second_postgres_server_is_synced() {
     landlord
         .batch_execute(&format!(
             "ALTER TABLE tenants ADD COLUMN db_port integer NOT NULL DEFAULT {};
-             INSERT INTO tenants (id, slug, numeric_id, database_name, db_port) VALUES (9, 'remote', 1009, '{remote_db}', {port});",
-            common::pg_port()
+             INSERT INTO tenants (id, slug, numeric_id, database_name, db_port) VALUES (9, 'remote', 1009, '{remote_db}', {});",
+            pg_port(),
+            second.port,
         ))
         .await
         .unwrap();
-    let config = std::fs::read_to_string(&env.config_path).unwrap().replace(
-        &format!("connection_template = \"host=127.0.0.1 port={} user=postgres dbname={{database_name}}\"", common::pg_port()),
+    env.replace_in_config(
+        &format!("connection_template = \"{}\"", dsn("{database_name}")),
         "connection_template = \"host=127.0.0.1 port={db_port} user=postgres dbname={database_name}\"\nregistry_query = \"SELECT id::text AS id, slug, database_name, db_port FROM tenants WHERE status = 'active'\"",
     );
-    std::fs::write(&env.config_path, config).unwrap();
 
     let mut bridge = env.start_bridge();
     eventually("remote tenant's row on the landlord", || async {
@@ -183,13 +171,6 @@ async fn a_tenant_on_a_second_postgres_server_is_synced() {
     })
     .await;
     assert!(bridge.stop().success(), "{}", bridge.log_text());
-    drop((remote, admin));
-    std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/stack.sh"))
-        .arg("down")
-        .env("STACK_DIR", &stack_dir)
-        .env("PG_PORT", port.to_string())
-        .status()
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

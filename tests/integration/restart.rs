@@ -1,28 +1,23 @@
 //! Stopping and crashing the bridge during a stream of writes loses nothing.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{eventually, TestEnv};
+use crate::support::{self, eventually, TestEnv};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stopping_and_killing_the_bridge_during_writes_loses_no_write() {
     let env = TestEnv::new("restart", 1).await;
-    common::set_tenant_color(&env, 0, "#000000").await;
+    support::set_tenant_color(&env, 0, "#000000").await;
     let mut bridge = env.start_bridge();
     // Writes made before the slot exists are covered by the snapshot (latest
     // value only); this test is about writes made while the bridge runs.
-    eventually("reader streaming", || async {
-        bridge.log_text().contains("streaming").then_some(())
-    })
-    .await;
+    support::wait_streaming(&bridge, 2).await;
 
     let writes = 600u32;
     let database = env.tenants[0].database.clone();
     let writer = tokio::spawn(async move {
-        let client = common::connect(&database).await;
+        let client = support::connect(&database).await;
         for i in 1..=writes {
             let color = format!("#{i:06}");
             client
@@ -53,7 +48,9 @@ async fn stopping_and_killing_the_bridge_during_writes_loses_no_write() {
 
     // Kafka is the durable history: every write must be in the topic.
     let expected: BTreeSet<String> = (1..=writes).map(|i| format!("#{i:06}")).collect();
-    common::wait_colors_in_kafka(&env.topic, &expected, "every write in the Kafka topic").await;
+    env.topic
+        .wait_colors(&expected, "every write in the Kafka topic")
+        .await;
     // And the landlord ends at the last write. Intermediate versions may be
     // skipped as stale when a restarted applier catches up from the tenant's
     // current row, which is the conflict rule working, not a loss.

@@ -1,9 +1,7 @@
 //! Replication slots: a lost slot is detected and recovered, an idle slot
 //! does not hold WAL, and a huge transaction flows with bounded memory.
 
-mod common;
-
-use common::{eventually, topic_size, wait_streaming, TestEnv};
+use crate::support::{eventually, wait_streaming, TestEnv};
 
 async fn slot_state(env: &TestEnv) -> (i64, String) {
     let row = env
@@ -106,7 +104,7 @@ async fn a_transaction_of_100k_rows_flows_through_with_bounded_memory() {
     let env = TestEnv::new("bigtxn", 1).await;
     let mut bridge = env.start_bridge();
     wait_streaming(&bridge, 2).await;
-    let before = topic_size(&env.topic);
+    let before = env.topic.size();
     let tenant = env.tenant(0).await;
     tenant
         .batch_execute(
@@ -124,7 +122,7 @@ async fn a_transaction_of_100k_rows_flows_through_with_bounded_memory() {
         "every row of the transaction is in Kafka and the LSN confirmed",
         || async {
             let (retained, _) = slot_state(&env).await;
-            let in_kafka = topic_size(&env.topic) - before;
+            let in_kafka = env.topic.size() - before;
             (in_kafka >= 100_000 && retained < 1_000_000).then_some(())
         },
     )

@@ -1,15 +1,13 @@
 //! `run` works as a non-superuser role with exactly the grants that
 //! `cdc-bridge grants` prints, once `setup` ran as the tables' owner.
 
-mod common;
-
-use common::{eventually, wait_streaming, TestEnv};
+use crate::support::{self, eventually, wait_streaming, TestEnv};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_bridge_runs_as_a_role_with_only_the_documented_grants() {
     let env = TestEnv::new("leastpriv", 1).await;
     let role = format!("{}_runner", env.prefix);
-    let admin = common::connect("postgres").await;
+    let admin = support::connect("postgres").await;
     admin
         .batch_execute(&format!("CREATE ROLE {role} LOGIN REPLICATION NOSUPERUSER"))
         .await
@@ -25,7 +23,11 @@ async fn the_bridge_runs_as_a_role_with_only_the_documented_grants() {
     for line in grants.lines().chain(["-- ===== end database x ====="]) {
         if let Some(rest) = line.strip_prefix("-- ===== ") {
             if let Some(db) = database.take() {
-                common::connect(db).await.batch_execute(&sql).await.unwrap();
+                support::connect(db)
+                    .await
+                    .batch_execute(&sql)
+                    .await
+                    .unwrap();
             }
             database = rest.split_whitespace().nth(2);
             sql.clear();
@@ -35,10 +37,7 @@ async fn the_bridge_runs_as_a_role_with_only_the_documented_grants() {
         }
     }
 
-    let text = std::fs::read_to_string(&env.config_path)
-        .unwrap()
-        .replace("user=postgres", &format!("user={role}"));
-    std::fs::write(&env.config_path, text).unwrap();
+    env.replace_in_config("user=postgres", &format!("user={role}"));
     let superuser: bool = env
         .landlord()
         .await
@@ -83,15 +82,12 @@ async fn the_bridge_runs_as_a_role_with_only_the_documented_grants() {
 async fn a_role_without_the_grants_fails_at_start_naming_the_fix() {
     let env = TestEnv::new("nogrants", 1).await;
     let role = format!("{}_bare", env.prefix);
-    common::connect("postgres")
+    support::connect("postgres")
         .await
         .batch_execute(&format!("CREATE ROLE {role} LOGIN REPLICATION NOSUPERUSER"))
         .await
         .unwrap();
-    let text = std::fs::read_to_string(&env.config_path)
-        .unwrap()
-        .replace("user=postgres", &format!("user={role}"));
-    std::fs::write(&env.config_path, text).unwrap();
+    env.replace_in_config("user=postgres", &format!("user={role}"));
     let (ok, output) = env.bridge_command(&["run"]);
     assert!(!ok, "{output}");
     assert!(

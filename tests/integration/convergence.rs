@@ -2,14 +2,13 @@
 //! with deletes and re-inserts, converge to the write with the highest
 //! (version, side). Set CDC_TEST_SEED to replay a failing run.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::{eventually, wait_streaming, TestEnv};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_postgres::Client;
+
+use crate::support::{self, eventually, wait_streaming, TestEnv};
 
 const TENANTS: usize = 20;
 const ROUNDS: usize = 12;
@@ -144,8 +143,8 @@ async fn concurrent_writes_on_both_sides_converge_to_the_newest_version() {
             let id = env.tenants[index].id;
             tasks.push(tokio::spawn(async move {
                 let (t, l) = (
-                    common::connect(&tenant_db).await,
-                    common::connect(&landlord_db).await,
+                    support::connect(&tenant_db).await,
+                    support::connect(&landlord_db).await,
                 );
                 let (tw, lw) = tokio::join!(
                     tenant_write(&t, a, &tenant_color),

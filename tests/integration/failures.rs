@@ -1,17 +1,15 @@
 //! Outages of a tenant database, the landlord and Kafka: nothing is lost,
 //! other tenants keep syncing, everything catches up.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{
-    change_events, eventually, landlord_color, set_landlord_color, set_tenant_color, tenant_color,
+use crate::support::{
+    self, eventually, landlord_color, set_landlord_color, set_tenant_color, tenant_color,
     wait_streaming, TestEnv,
 };
 
 async fn set_reachable(database: &str, reachable: bool) {
-    let admin = common::connect("postgres").await;
+    let admin = support::connect("postgres").await;
     admin
         .batch_execute(&format!(
             "ALTER DATABASE {database} ALLOW_CONNECTIONS {reachable}"
@@ -86,11 +84,11 @@ async fn a_landlord_outage_pauses_applying_while_tenants_keep_streaming_to_kafka
     .await;
 
     set_reachable(&env.landlord_db, false).await;
-    let before = change_events(&env.topic).len();
+    let before = env.topic.change_events().len();
     set_tenant_color(&env, 0, "#300001").await;
     eventually(
         "the tenant change reached Kafka during the outage",
-        || async { (change_events(&env.topic).len() > before).then_some(()) },
+        || async { (env.topic.change_events().len() > before).then_some(()) },
     )
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -3,13 +3,14 @@
 //! The cluster here rejects the bridge's role on plain TCP, so syncing at
 //! all proves TLS.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::eventually;
 use tokio_postgres::Client;
+
+use crate::support::{
+    eventually, kafka_brokers, offset, Bridge, OwnPostgres, LANDLORD_SCHEMA, TENANT_SCHEMA,
+};
 
 fn openssl(dir: &Path, args: &[&str]) {
     let status = Command::new("openssl")
@@ -69,15 +70,8 @@ fn make_certificates(dir: &Path) {
     );
 }
 
-async fn connect(port: u16, db: &str) -> Client {
-    common::connect_dsn(&format!(
-        "host=127.0.0.1 port={port} user=postgres dbname={db}"
-    ))
-    .await
-}
-
-async fn seed(port: u16) -> (Client, Client, Client) {
-    let admin = connect(port, "postgres").await;
+async fn seed(server: &OwnPostgres) -> (Client, Client, Client) {
+    let admin = server.connect("postgres").await;
     for statement in [
         "CREATE ROLE tls_user LOGIN SUPERUSER",
         "CREATE DATABASE landlord",
@@ -85,20 +79,14 @@ async fn seed(port: u16) -> (Client, Client, Client) {
     ] {
         admin.batch_execute(statement).await.unwrap();
     }
-    let landlord = connect(port, "landlord").await;
-    landlord
-        .batch_execute(include_str!("../scripts/seed/landlord.sql"))
-        .await
-        .unwrap();
+    let landlord = server.connect("landlord").await;
+    landlord.batch_execute(LANDLORD_SCHEMA).await.unwrap();
     landlord
         .execute("INSERT INTO tenants (id, slug, numeric_id, database_name) VALUES (1, 'a', 1001, 'tenant_a')", &[])
         .await
         .unwrap();
-    let tenant = connect(port, "tenant_a").await;
-    tenant
-        .batch_execute(include_str!("../scripts/seed/tenant.sql"))
-        .await
-        .unwrap();
+    let tenant = server.connect("tenant_a").await;
+    tenant.batch_execute(TENANT_SCHEMA).await.unwrap();
     tenant
         .execute(
             "INSERT INTO tenant_brandings (id, primary_color) VALUES (1, '#7150a0')",
@@ -137,7 +125,7 @@ listen = ""
 "#,
         landlord = dsn("landlord"),
         template = dsn("{database_name}"),
-        brokers = common::kafka_brokers(),
+        brokers = kafka_brokers(),
         pid = std::process::id(),
         ca = ca.display(),
     )
@@ -145,27 +133,19 @@ listen = ""
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_bridge_connects_with_verified_tls_when_the_dsn_requires_it() {
-    let port = common::pg_port() + 9;
+    let port = OwnPostgres::port_at(offset::TLS_POSTGRES);
     let dir = std::env::temp_dir().join(format!("cdc-bridge-tls-{port}"));
     let certs = dir.join("certs");
-    let stack = |command: &str| {
-        Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/stack.sh"))
-            .arg(command)
-            .env("STACK_DIR", dir.join("stack"))
-            .env("PG_PORT", port.to_string())
-            .env("PG_FSYNC", "off")
-            .env("PG_SSL_DIR", &certs)
-            .status()
-            .unwrap()
-    };
-    stack("down"); // a cluster left by an interrupted run
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&dir); // left by an earlier run
     make_certificates(&certs);
-    assert!(stack("pg-up").success());
-    let (admin, landlord, tenant) = seed(port).await;
+    let server = OwnPostgres::start(
+        offset::TLS_POSTGRES,
+        &[("PG_SSL_DIR", certs.to_str().unwrap())],
+    );
+    let (admin, landlord, tenant) = seed(&server).await;
     let config_path = dir.join("bridge.toml");
     std::fs::write(&config_path, config(port, &certs.join("ca.crt"))).unwrap();
-    let mut bridge = common::Bridge::start(&config_path, &dir);
+    let mut bridge = Bridge::start(&config_path, &dir);
 
     eventually("tenant row synced over TLS", || async {
         let row = landlord
@@ -193,8 +173,6 @@ async fn the_bridge_connects_with_verified_tls_when_the_dsn_requires_it() {
     let (encrypted, plain): (i64, i64) = (row.get(0), row.get(1));
     let status = bridge.stop();
     let log = bridge.log_text();
-    drop((tenant, landlord, admin));
-    stack("down");
     assert!(
         encrypted >= 2 && plain == 0,
         "every connection uses TLS ({encrypted} with, {plain} without)"

@@ -1,11 +1,9 @@
 //! Both directions, loop prevention and last-writer-wins, on real
 //! PostgreSQL and real Kafka.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{change_events, eventually, log_writes, wait_streaming, write_count, TestEnv};
+use crate::support::{self, eventually, log_writes, wait_streaming, write_count, TestEnv};
 
 /// Long enough for an echo, if there were one, to travel the whole loop.
 const SETTLE: Duration = Duration::from_millis(2500);
@@ -46,7 +44,7 @@ async fn tenant_exists(env: &TestEnv, exists: bool) {
 /// two write logs `landlord_writes` and `tenant_writes` rows.
 async fn quiet_with(env: &TestEnv, events: usize, landlord_writes: i64, tenant_writes: i64) {
     tokio::time::sleep(SETTLE).await;
-    let seen = change_events(&env.topic);
+    let seen = env.topic.change_events();
     assert_eq!(
         seen.len(),
         events,
@@ -166,7 +164,7 @@ async fn an_application_write_to_a_row_the_bridge_wrote_last_is_synced() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_whose_clock_is_behind_still_wins_with_a_later_local_write() {
     let env = TestEnv::new("clockbehind", 1).await;
-    let admin = common::connect("postgres").await;
+    let admin = support::connect("postgres").await;
     admin
         .batch_execute(&format!(
             "ALTER DATABASE {} SET cdc_bridge.clock_offset = '-1 hour'",

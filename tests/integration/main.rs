@@ -1,0 +1,24 @@
+//! The integration tests: real PostgreSQL and real Kafka, started by
+//! `scripts/test.sh`. One test binary, so librdkafka is linked once; its
+//! tests run in parallel threads, so no test may disturb what the others
+//! share (see `support`).
+
+mod support;
+
+mod adversity;
+mod bad_input;
+mod bidirectional;
+mod cli;
+mod convergence;
+mod crash;
+mod dead_letters;
+mod failures;
+mod http;
+mod kafka_outage;
+mod least_privilege;
+mod pipeline;
+mod races;
+mod restart;
+mod routing;
+mod slots;
+mod tls;

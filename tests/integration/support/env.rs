@@ -1,0 +1,213 @@
+//! One test's world: a landlord, some tenants, a topic and the bridge
+//! configuration that connects them.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use tokio_postgres::Client;
+
+use super::bridge::Bridge;
+use super::kafka::{kafka_brokers, Topic};
+use super::postgres::{connect, dsn, LANDLORD_SCHEMA, TENANT_SCHEMA};
+
+/// A landlord, some tenants, a topic: one test's world.
+pub(crate) struct TestEnv {
+    /// Unique per test: names the databases, topic, consumer group and slots.
+    pub(crate) prefix: String,
+    pub(crate) landlord_db: String,
+    pub(crate) tenants: Vec<TestTenant>,
+    /// The change topic, on the broker the configuration names.
+    pub(crate) topic: Topic,
+    pub(crate) config_path: PathBuf,
+    /// Holds the configuration and one log file per bridge started.
+    log_dir: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct TestTenant {
+    pub(crate) id: i64,
+    pub(crate) slug: String,
+    pub(crate) database: String,
+}
+
+fn unique_prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let short: String = test
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(12)
+        .collect();
+    format!(
+        "t{}_{:x}_{:x}",
+        short.to_lowercase(),
+        std::process::id() & 0xffff,
+        nanos & 0xfffff
+    )
+}
+
+impl TestEnv {
+    /// Creates the landlord and `tenant_count` tenant databases with the
+    /// seed schema and registry rows (no branding rows yet), on the shared
+    /// PostgreSQL cluster and Kafka broker.
+    pub(crate) async fn new(test: &str, tenant_count: usize) -> TestEnv {
+        TestEnv::with_kafka(test, tenant_count, &kafka_brokers()).await
+    }
+
+    /// `new`, with the bridge and the topic on the broker at `brokers`.
+    pub(crate) async fn with_kafka(test: &str, tenant_count: usize, brokers: &str) -> TestEnv {
+        let prefix = unique_prefix(test);
+        let landlord_db = format!("{prefix}_landlord");
+        let admin = connect("postgres").await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {landlord_db}"))
+            .await
+            .unwrap();
+        let landlord = connect(&landlord_db).await;
+        landlord.batch_execute(LANDLORD_SCHEMA).await.unwrap();
+        let log_dir = std::env::temp_dir().join(format!("cdc-bridge-tests/{prefix}"));
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let mut env = TestEnv {
+            topic: Topic::new(brokers, &format!("{prefix}.changes")),
+            config_path: log_dir.join("bridge.toml"),
+            prefix,
+            landlord_db,
+            tenants: Vec::new(),
+            log_dir,
+        };
+        for _ in 0..tenant_count {
+            env.add_tenant_database().await;
+        }
+        for tenant in &env.tenants {
+            env.register(tenant).await;
+        }
+        env.write_config("");
+        env
+    }
+
+    /// Creates one more tenant database (not yet in the registry).
+    pub(crate) async fn add_tenant_database(&mut self) -> TestTenant {
+        let n = self.tenants.len() as i64 + 1;
+        let tenant = TestTenant {
+            id: n,
+            slug: format!("tenant{n}"),
+            database: format!("{}_tenant{n}", self.prefix),
+        };
+        let admin = connect("postgres").await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {}", tenant.database))
+            .await
+            .unwrap();
+        connect(&tenant.database)
+            .await
+            .batch_execute(TENANT_SCHEMA)
+            .await
+            .unwrap();
+        self.tenants.push(tenant.clone());
+        tenant
+    }
+
+    pub(crate) async fn register(&self, tenant: &TestTenant) {
+        self.landlord()
+            .await
+            .execute(
+                "INSERT INTO tenants (id, slug, numeric_id, database_name) VALUES ($1, $2, $3, $4)",
+                &[
+                    &tenant.id,
+                    &tenant.slug,
+                    &(1000 + tenant.id as i32),
+                    &tenant.database,
+                ],
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Writes the bridge configuration; `extra` is appended verbatim.
+    pub(crate) fn write_config(&self, extra: &str) {
+        let text = format!(
+            r#"
+[landlord]
+dsn = "{landlord}"
+[tenants]
+connection_template = "{template}"
+rediscover_interval_secs = 1
+[[table]]
+name = "tenant_brandings"
+[table.landlord_registry_columns]
+tenant_slug = "slug"
+[kafka]
+brokers = "{brokers}"
+topic = "{topic}"
+partitions = 3
+consumer_group = "{prefix}_applier"
+[replication]
+slot_prefix = "{prefix}"
+status_interval_ms = 200
+[applier]
+batch_wait_ms = 10
+[http]
+listen = ""
+{extra}
+"#,
+            landlord = dsn(&self.landlord_db),
+            template = dsn("{database_name}"),
+            brokers = self.topic.brokers,
+            topic = self.topic.name,
+            prefix = self.prefix,
+        );
+        std::fs::write(&self.config_path, text).unwrap();
+    }
+
+    /// Replaces every `from` with `to` in the written configuration; fails
+    /// if there is none (the test would silently run something else).
+    pub(crate) fn replace_in_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        assert!(
+            text.contains(from),
+            "the configuration has no {from:?}:\n{text}"
+        );
+        std::fs::write(&self.config_path, text.replace(from, to)).unwrap();
+    }
+
+    /// Turns the HTTP endpoint on, on a port the system picks (read it
+    /// with `Bridge::http_port`); `extra` goes into the `[http]` section.
+    pub(crate) fn set_http(&self, extra: &str) {
+        self.replace_in_config(
+            "listen = \"\"",
+            &format!("listen = \"127.0.0.1:0\"\n{extra}"),
+        );
+    }
+
+    pub(crate) async fn landlord(&self) -> Client {
+        connect(&self.landlord_db).await
+    }
+
+    pub(crate) async fn tenant(&self, index: usize) -> Client {
+        connect(&self.tenants[index].database).await
+    }
+
+    /// Starts `cdc-bridge run` with this environment's configuration.
+    pub(crate) fn start_bridge(&self) -> Bridge {
+        Bridge::start(&self.config_path, &self.log_dir)
+    }
+
+    /// Runs a bridge subcommand to completion, returning (success, output).
+    pub(crate) fn bridge_command(&self, args: &[&str]) -> (bool, String) {
+        let output = Command::new(env!("CARGO_BIN_EXE_cdc-bridge"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), text)
+    }
+}

@@ -1,0 +1,67 @@
+//! Shared harness of the integration tests: real PostgreSQL and real Kafka,
+//! started by `scripts/test.sh`. Every test gets fresh databases, its own
+//! topic, consumer group and slot names, and waits with deadlines, never
+//! with fixed sleeps.
+//!
+//! All tests share one process and run in parallel threads, so none may
+//! change a server the others use: a test that stops a server, or needs one
+//! configured differently, starts one of its own on a private port
+//! (`stack`).
+//!
+//! Layout:
+//!
+//! * `postgres`: the shared cluster, its DSNs and connections.
+//! * `env`: [`TestEnv`], one test's landlord, tenants, topic and bridge
+//!   configuration.
+//! * `brandings`: reading and writing the synced rows on either side.
+//! * `bridge`: the `cdc-bridge run` process, its log and HTTP endpoint.
+//! * `kafka`: a `Topic` on a given broker, read back or produced to.
+//! * `stack`: servers of a single test's own ([`OwnKafka`], [`OwnPostgres`]).
+
+mod brandings;
+mod bridge;
+mod env;
+mod kafka;
+mod postgres;
+mod stack;
+
+use std::time::{Duration, Instant};
+
+pub(crate) use brandings::{
+    landlord_color, log_writes, set_landlord_color, set_tenant_color, tenant_color, write_count,
+};
+pub(crate) use bridge::{http_request, wait_streaming, Bridge};
+pub(crate) use env::TestEnv;
+pub(crate) use kafka::kafka_brokers;
+pub(crate) use postgres::{connect, dsn, pg_port, LANDLORD_SCHEMA, TENANT_SCHEMA};
+pub(crate) use stack::{offset, OwnKafka, OwnPostgres};
+
+/// How long a test waits for anything before it fails.
+pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Polls `check` until it returns `Some` or the deadline passes.
+pub(crate) async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    eventually_within(DEADLINE, what, check).await
+}
+
+/// `eventually` with a deadline of its own (a broker restart is slow).
+pub(crate) async fn eventually_within<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

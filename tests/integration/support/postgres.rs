@@ -1,0 +1,44 @@
+//! The shared PostgreSQL cluster of the test stack, and connections to it
+//! or to any other test server.
+
+use tokio_postgres::{Client, NoTls};
+
+/// The landlord's seed schema (registry and branding table).
+pub(crate) const LANDLORD_SCHEMA: &str = include_str!("../../../scripts/seed/landlord.sql");
+
+/// A tenant database's seed schema.
+pub(crate) const TENANT_SCHEMA: &str = include_str!("../../../scripts/seed/tenant.sql");
+
+/// Port of the shared cluster (`scripts/test.sh` exports it).
+pub(crate) fn pg_port() -> u16 {
+    std::env::var("CDC_TEST_PG_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(25432)
+}
+
+/// DSN of `database` on a server of the test stack, as superuser.
+pub(crate) fn dsn_at(port: u16, database: &str) -> String {
+    format!("host=127.0.0.1 port={port} user=postgres dbname={database}")
+}
+
+/// DSN of `database` on the shared cluster.
+pub(crate) fn dsn(database: &str) -> String {
+    dsn_at(pg_port(), database)
+}
+
+/// A connection to `database` on the shared cluster.
+pub(crate) async fn connect(database: &str) -> Client {
+    connect_dsn(&dsn(database)).await
+}
+
+/// A plain connection to any test server (several tests start their own).
+pub(crate) async fn connect_dsn(dsn: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(dsn, NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("cannot reach test PostgreSQL ({dsn}): {e}; run the tests with scripts/test.sh")
+        });
+    tokio::spawn(connection);
+    client
+}
