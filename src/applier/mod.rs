@@ -287,9 +287,33 @@ impl Applier {
             // A moved tenant's pooled connection points at the old place.
             self.pool.drop_target(&Target::Tenant(id.clone()));
         }
+        self.recheck_missing_columns().await;
         self.reconcile_pending().await;
         self.expire_tombstones_if_due().await;
         Ok(())
+    }
+
+    /// A column that changes carried and a target lacked may have been
+    /// added there since (and no change may come to notice it): read such
+    /// targets' columns again, and reconcile where one appeared.
+    async fn recheck_missing_columns(&mut self) {
+        for target in self
+            .pool
+            .with_missing_columns(writer::SCHEMA_RECHECK_INTERVAL)
+        {
+            let Ok(db) = self
+                .pool
+                .get(&target, &self.config, &self.tenants.registry)
+                .await
+            else {
+                continue;
+            };
+            match writer::recheck_missing_columns(db, &self.config, target.side()).await {
+                Ok(true) => self.columns_appeared(&target),
+                Ok(false) => {}
+                Err(error) => warn!(?target, %error, "re-reading the target's columns failed"),
+            }
+        }
     }
 }
 

@@ -88,6 +88,21 @@ impl TargetPool {
         self.open.insert(target, db);
     }
 
+    /// Targets with a cached table that lacked a column changes carried,
+    /// read at least `age` ago: worth reading again (the column may exist
+    /// there by now).
+    pub(super) fn with_missing_columns(&self, age: Duration) -> Vec<Target> {
+        self.open
+            .iter()
+            .filter(|(_, db)| {
+                db.tables
+                    .values()
+                    .any(|t| t.missing_columns().next().is_some() && t.columns_age() >= age)
+            })
+            .map(|(target, _)| target.clone())
+            .collect()
+    }
+
     pub(super) fn drop_target(&mut self, target: &Target) {
         self.open.remove(target);
     }

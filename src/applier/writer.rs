@@ -29,7 +29,7 @@ use crate::runtime::metrics::{count_events, metrics, EventOutcome};
 
 /// How old the cached columns of a target table may be before a column
 /// seen only in the source makes the applier read them again.
-const SCHEMA_RECHECK_INTERVAL: Duration = Duration::from_secs(5);
+pub(super) const SCHEMA_RECHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A change that cannot be applied as it stands: its index in the group
 /// and why (it goes to the dead-letter topic, or the log for reconciles).
@@ -247,6 +247,40 @@ fn note_source_only_columns(
         }
     }
     recheck
+}
+
+/// Reads again the columns of `db`'s cached tables that lacked a column
+/// changes carried; true when one of those columns exists now.
+pub(super) async fn recheck_missing_columns(
+    db: &mut TargetDb,
+    config: &Config,
+    side: Side,
+) -> Result<bool, ApplierError> {
+    let mut appeared = false;
+    let stale: Vec<String> = db
+        .tables
+        .iter()
+        .filter(|(_, t)| t.missing_columns().next().is_some())
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in stale {
+        let Some(table) = config.table(&name) else {
+            continue;
+        };
+        let missing: Vec<String> = db.tables[&name].missing_columns().cloned().collect();
+        db.tables.remove(&name);
+        let label = db.label.clone();
+        let reloaded =
+            load_target_table(&mut db.tables, &db.client, config, table, side, &label).await?;
+        appeared |= missing.iter().any(|c| reloaded.has_column(c));
+        let still_missing: Vec<&String> =
+            missing.iter().filter(|c| !reloaded.has_column(c)).collect();
+        for column in still_missing {
+            // Still missing: keep remembering it (without warning again).
+            reloaded.first_time_missing(column);
+        }
+    }
+    Ok(appeared)
 }
 
 async fn load_target_table<'t>(
