@@ -15,11 +15,13 @@ impl Applier {
     /// The next messages; empty when none came within the refresh interval
     /// (so registry and direction changes are noticed on an idle topic).
     pub(super) async fn next_batch(&self) -> Result<Vec<OwnedMessage>, ApplierError> {
-        let idle = self.config.tenants.rediscover_interval;
-        let first = match tokio::time::timeout(idle, self.consumer.recv()).await {
-            Ok(Ok(message)) => message.detach(),
-            Ok(Err(error)) => return consumer_trouble(error).await,
-            Err(_) => return Ok(Vec::new()),
+        let idle = tokio::time::Instant::now() + self.config.tenants.rediscover_interval;
+        let first = loop {
+            match tokio::time::timeout_at(idle, self.consumer.recv()).await {
+                Ok(Ok(message)) => break message.detach(),
+                Ok(Err(error)) => consumer_trouble(error).await,
+                Err(_) => return Ok(Vec::new()),
+            }
         };
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + self.config.applier.batch_wait;
@@ -59,11 +61,15 @@ impl Applier {
 }
 
 /// A consumer error (Kafka unreachable, a rebalance) is not fatal: librdkafka
-/// reconnects by itself, so wait a moment and poll again.
-async fn consumer_trouble(
-    error: rdkafka::error::KafkaError,
-) -> Result<Vec<OwnedMessage>, ApplierError> {
-    warn!(%error, "Kafka consumer error; retrying");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    Ok(Vec::new())
+/// reconnects by itself, so poll again. The errors of an outage queue up
+/// and arrive together afterwards; they are taken as fast as they come (a
+/// pause per error would reach the revocation and new assignment that
+/// follow a long outage only minutes later), with a short pause only so a
+/// steady stream of errors cannot spin.
+async fn consumer_trouble(error: rdkafka::error::KafkaError) {
+    tracing::debug!(%error, "Kafka consumer error; polling again");
+    tokio::time::sleep(CONSUMER_ERROR_PAUSE).await;
 }
+
+/// See `consumer_trouble`.
+const CONSUMER_ERROR_PAUSE: Duration = Duration::from_millis(10);

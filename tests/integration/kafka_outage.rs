@@ -30,15 +30,6 @@ async fn confirmed_lsn(env: &TestEnv) -> String {
 async fn a_kafka_outage_degrades_health_confirms_nothing_new_and_catches_up() {
     let kafka = OwnKafka::new(offset::OUTAGE_KAFKA);
     let env = TestEnv::with_kafka("kafkadown", 1, kafka.brokers()).await;
-    // A known problem this test does not cover: an outage longer than the
-    // applier's consumer session (10 s by default) makes librdkafka revoke
-    // its partitions, and the applier, sleeping a second per consumer error
-    // (src/applier.rs, consumer_trouble), reaches that revocation and the
-    // new assignment only after every error queued during the outage:
-    // minutes, or not within any deadline. Restarting the broker on a
-    // loaded machine takes longer than 10 s, so this test keeps the session
-    // alive through the outage. Remove this once the applier is fixed.
-    env.write_config("[kafka.client]\n\"session.timeout.ms\" = \"60000\"");
     env.set_http("");
     set_tenant_color(&env, 0, "#400000").await;
     let mut bridge = env.start_bridge();

@@ -3,9 +3,9 @@
 
 use crate::support::{self, eventually, wait_streaming, TestEnv};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_bridge_runs_as_a_role_with_only_the_documented_grants() {
-    let env = TestEnv::new("leastpriv", 1).await;
+/// A LOGIN REPLICATION role with exactly the printed grants (after `setup`
+/// as the owner), and the configuration switched to it.
+async fn restricted_role(env: &TestEnv) -> String {
     let role = format!("{}_runner", env.prefix);
     let admin = support::connect("postgres").await;
     admin
@@ -46,7 +46,13 @@ async fn the_bridge_runs_as_a_role_with_only_the_documented_grants() {
         .unwrap()
         .get(0);
     assert!(!superuser);
+    role
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bridge_runs_as_a_role_with_only_the_documented_grants() {
+    let env = TestEnv::new("leastpriv", 1).await;
+    restricted_role(&env).await;
     let mut bridge = env.start_bridge();
     wait_streaming(&bridge, 2).await;
     env.tenant(0)
@@ -93,5 +99,64 @@ async fn a_role_without_the_grants_fails_at_start_naming_the_fix() {
     assert!(
         output.contains("permission denied") && output.contains("cdc-bridge grants --role"),
         "{output}"
+    );
+}
+
+/// A privilege taken away is a problem of the target, not of the change:
+/// nothing goes to the dead-letter topic, and the change arrives once the
+/// privilege is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_privilege_delays_changes_without_dead_letters_and_they_arrive_after_the_grant() {
+    let env = TestEnv::new("revoked", 1).await;
+    let role = restricted_role(&env).await;
+    let bridge = env.start_bridge();
+    wait_streaming(&bridge, 2).await;
+    let tenant = env.tenant(0).await;
+    tenant
+        .execute(
+            "INSERT INTO tenant_brandings (id, primary_color) VALUES (1, '#7e0000')",
+            &[],
+        )
+        .await
+        .unwrap();
+    eventually("the row on the landlord", || async {
+        let row = env.landlord_row(0).await?;
+        (row.text("primary_color").as_deref() == Some("#7e0000")).then_some(())
+    })
+    .await;
+
+    let landlord = env.landlord().await;
+    landlord
+        .batch_execute(&format!("REVOKE UPDATE ON tenant_brandings FROM {role}"))
+        .await
+        .unwrap();
+    tenant
+        .execute(
+            "UPDATE tenant_brandings SET primary_color = '#7e0001' WHERE id = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    eventually("the applier refused by the landlord", || async {
+        bridge
+            .log_text()
+            .contains("permission denied")
+            .then_some(())
+    })
+    .await;
+    landlord
+        .batch_execute(&format!("GRANT UPDATE ON tenant_brandings TO {role}"))
+        .await
+        .unwrap();
+    eventually("the change after the grant", || async {
+        let row = env.landlord_row(0).await?;
+        (row.text("primary_color").as_deref() == Some("#7e0001")).then_some(())
+    })
+    .await;
+    let dead = env.topic.dead_letters().messages();
+    assert!(
+        dead.is_empty(),
+        "nothing dead-lettered: {} messages",
+        dead.len()
     );
 }

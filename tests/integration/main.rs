@@ -16,6 +16,7 @@ mod failures;
 mod http;
 mod kafka_outage;
 mod least_privilege;
+mod limits;
 mod pipeline;
 mod races;
 mod restart;

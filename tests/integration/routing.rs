@@ -217,3 +217,99 @@ async fn direction_switches_pause_and_resume_at_runtime_lose_nothing() {
     wait_landlord(&env, 0, "#d00003").await;
     assert!(bridge.stop().success(), "{}", bridge.log_text());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_that_moves_to_another_server_syncs_there_and_leaves_no_slot_behind() {
+    let new_home = OwnPostgres::start(offset::MOVED_POSTGRES, &[]);
+    let env = TestEnv::new("moves", 1).await;
+    let landlord = env.landlord().await;
+    landlord
+        .batch_execute(&format!(
+            "ALTER TABLE tenants ADD COLUMN db_port integer NOT NULL DEFAULT {}",
+            pg_port()
+        ))
+        .await
+        .unwrap();
+    env.replace_in_config(
+        &format!("connection_template = \"{}\"", dsn("{database_name}")),
+        "connection_template = \"host=127.0.0.1 port={db_port} user=postgres dbname={database_name}\"\nregistry_query = \"SELECT id::text AS id, slug, database_name, db_port FROM tenants WHERE status = 'active'\"",
+    );
+    set_tenant_color(&env, 0, "#b00000").await;
+    let mut bridge = env.start_bridge();
+    wait_landlord(&env, 0, "#b00000").await;
+
+    // The tenant's database is copied to the new server (as a dump and
+    // restore would), with a newer write there, and the registry follows.
+    let moved_db = format!("{}_moved", env.prefix);
+    new_home
+        .connect("postgres")
+        .await
+        .batch_execute(&format!("CREATE DATABASE {moved_db}"))
+        .await
+        .unwrap();
+    let moved = new_home.connect(&moved_db).await;
+    moved.batch_execute(TENANT_SCHEMA).await.unwrap();
+    moved
+        .execute(
+            "INSERT INTO tenant_brandings (id, primary_color) VALUES (1, '#b00001')",
+            &[],
+        )
+        .await
+        .unwrap();
+    landlord
+        .execute(
+            "UPDATE tenants SET database_name = $1, db_port = $2 WHERE id = 1",
+            &[&moved_db, &(new_home.port as i32)],
+        )
+        .await
+        .unwrap();
+
+    wait_landlord(&env, 0, "#b00001").await;
+    eventually("the old slot is gone", || async {
+        let slots: i64 = env
+            .tenant(0)
+            .await
+            .query_one(
+                "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (slots == 0).then_some(())
+    })
+    .await;
+    // Both ways at the new place; the old place hears nothing more.
+    landlord
+        .execute(
+            "UPDATE tenant_brandings SET primary_color = '#b00002' WHERE tenant_db_id = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    eventually("a landlord change at the new place", || async {
+        let row = moved
+            .query_opt(
+                "SELECT primary_color::text FROM tenant_brandings WHERE id = 1",
+                &[],
+            )
+            .await
+            .unwrap()?;
+        (row.get::<_, Option<String>>(0).as_deref() == Some("#b00002")).then_some(())
+    })
+    .await;
+    moved
+        .execute(
+            "UPDATE tenant_brandings SET primary_color = '#b00003' WHERE id = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    wait_landlord(&env, 0, "#b00003").await;
+    assert_eq!(
+        tenant_color(&env, 0).await.as_deref(),
+        Some("#b00000"),
+        "the old place is left alone"
+    );
+    assert!(bridge.stop().success(), "{}", bridge.log_text());
+}

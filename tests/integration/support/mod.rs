@@ -27,6 +27,7 @@ mod stack;
 
 use std::time::{Duration, Instant};
 
+pub(crate) use brandings::Row;
 pub(crate) use brandings::{
     landlord_color, log_writes, set_landlord_color, set_tenant_color, tenant_color, write_count,
 };

@@ -27,9 +27,13 @@ pub(crate) mod offset {
     pub(crate) const REPLICA_POSTGRES: u16 = 8;
     /// `tls`: a server that accepts the bridge's role over TLS only.
     pub(crate) const TLS_POSTGRES: u16 = 9;
+    /// `routing`: the server a tenant moves to.
+    pub(crate) const MOVED_POSTGRES: u16 = 10;
     /// `kafka_outage`: a broker to stop and start (its controller listens
     /// on the port after it).
     pub(crate) const OUTAGE_KAFKA: u16 = 20;
+    /// `limits`: a broker that goes away during a burst.
+    pub(crate) const BLOCKED_KAFKA: u16 = 22;
 }
 
 /// Runs `scripts/stack.sh command` for the private stack in `dir`; whether
