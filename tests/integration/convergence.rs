@@ -1,8 +1,14 @@
 //! Randomised conflicts: many tenants written concurrently on both sides,
-//! with deletes and re-inserts, converge to the write with the highest
-//! (version, side). Set CDC_TEST_SEED to replay a failing run.
+//! with deletes and re-inserts, some holding their row locks a while so the
+//! bridge's writes queue behind them, converge to the write the production
+//! conflict rule (`model::conflict`) picks. Set CDC_TEST_SEED to replay a
+//! failing run.
 
 use std::collections::HashMap;
+use std::time::Duration;
+
+use cdc_bridge::model::conflict::{decide, Decision, TargetState, Version};
+use cdc_bridge::model::Side;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -13,13 +19,30 @@ use crate::support::{self, eventually, wait_streaming, TestEnv};
 const TENANTS: usize = 20;
 const ROUNDS: usize = 12;
 
-/// The winning candidate of one write: (version µs, side rank, color or
-/// None for a delete). Side rank: landlord 0 < tenant 1, the tie-break.
-type Write = (i64, u8, Option<String>);
+/// One application write that took effect: its version and the colour it
+/// left (`None` for a delete).
+#[derive(Clone, Debug)]
+struct Write {
+    version: Version,
+    color: Option<String>,
+}
+
+/// What the target holds after `best`, as the conflict rule sees it.
+fn as_target(best: &Write) -> TargetState {
+    match best.color {
+        Some(_) => TargetState::Row(best.version),
+        None => TargetState::Tombstone(best.version),
+    }
+}
 
 const VERSION_MICROS: &str = "(extract(epoch from cdc_version) * 1000000)::bigint";
 
-async fn tenant_write(client: &Client, rng_value: u32, color: &str) -> Option<Write> {
+async fn tenant_write(
+    client: &Client,
+    rng_value: u32,
+    color: &str,
+    hold: Duration,
+) -> Option<Write> {
     let sql = match rng_value % 4 {
         0 => "DELETE FROM tenant_brandings WHERE id = 1 RETURNING NULL::bigint".to_string(),
         1 => format!(
@@ -28,14 +51,14 @@ async fn tenant_write(client: &Client, rng_value: u32, color: &str) -> Option<Wr
         ),
         _ => format!("UPDATE tenant_brandings SET primary_color = $1 WHERE id = 1 RETURNING {VERSION_MICROS}"),
     };
+    let key = r#"{"id": "1"}"#;
     write(
         client,
         &sql,
-        rng_value % 4 == 0,
+        (rng_value % 4 == 0, hold),
         color,
-        1,
-        "tenant_brandings",
-        r#"{"id": "1"}"#,
+        Side::Tenant,
+        key,
     )
     .await
 }
@@ -45,6 +68,7 @@ async fn landlord_write(
     tenant_id: i64,
     rng_value: u32,
     color: &str,
+    hold: Duration,
 ) -> Option<Write> {
     let sql = match rng_value % 4 {
         0 => format!("DELETE FROM tenant_brandings WHERE tenant_db_id = {tenant_id} RETURNING NULL::bigint"),
@@ -58,27 +82,26 @@ async fn landlord_write(
     write(
         client,
         &sql,
-        rng_value % 4 == 0,
+        (rng_value % 4 == 0, hold),
         color,
-        0,
-        "tenant_brandings",
+        Side::Landlord,
         &key,
     )
     .await
 }
 
-/// Runs one application write in a transaction and returns its version
-/// (for a delete: the tombstone the trigger wrote); `None` if it touched
-/// no row.
+/// Runs one application write in a transaction, holding its row lock for
+/// `hold` before it commits, and returns its version (for a delete: the
+/// tombstone the trigger wrote); `None` if it touched no row.
 async fn write(
     client: &Client,
     sql: &str,
-    is_delete: bool,
+    (is_delete, hold): (bool, Duration),
     color: &str,
-    side: u8,
-    table: &str,
+    side: Side,
     key: &str,
 ) -> Option<Write> {
+    let table = "tenant_brandings";
     client.batch_execute("BEGIN").await.unwrap();
     let rows = if is_delete {
         client.query(sql, &[]).await.unwrap()
@@ -96,12 +119,16 @@ async fn write(
             )
             .await
             .unwrap();
-        Some((row.get(0), side, None))
+        Some((row.get::<_, i64>(0), None))
     } else {
-        Some((rows[0].get(0), side, Some(color.to_string())))
+        Some((rows[0].get::<_, i64>(0), Some(color.to_string())))
     };
+    tokio::time::sleep(hold).await;
     client.batch_execute("COMMIT").await.unwrap();
-    result
+    result.map(|(micros, color)| Write {
+        version: Version { micros, side },
+        color,
+    })
 }
 
 /// (present, color, version µs, source) of a row.
@@ -136,6 +163,10 @@ async fn concurrent_writes_on_both_sides_converge_to_the_newest_version() {
                 continue;
             }
             let (a, b) = (rng.random::<u32>(), rng.random::<u32>());
+            // Now and then a write keeps its row locked for a while
+            // (longer than the bridge's lock timeout, too).
+            let mut hold = || Duration::from_millis([0, 0, 30, 120, 350][rng.random_range(0..5)]);
+            let (tenant_hold, landlord_hold) = (hold(), hold());
             let tenant_color = format!("#t{round:02}{index:03}");
             let landlord_color = format!("#l{round:02}{index:03}");
             let tenant_db = env.tenants[index].database.clone();
@@ -147,8 +178,8 @@ async fn concurrent_writes_on_both_sides_converge_to_the_newest_version() {
                     support::connect(&landlord_db).await,
                 );
                 let (tw, lw) = tokio::join!(
-                    tenant_write(&t, a, &tenant_color),
-                    landlord_write(&l, id, b, &landlord_color)
+                    tenant_write(&t, a, &tenant_color, tenant_hold),
+                    landlord_write(&l, id, b, &landlord_color, landlord_hold)
                 );
                 (index, tw, lw)
             }));
@@ -157,7 +188,7 @@ async fn concurrent_writes_on_both_sides_converge_to_the_newest_version() {
             let (index, tw, lw) = task.await.unwrap();
             for w in [tw, lw].into_iter().flatten() {
                 let best = winners.entry(index).or_insert_with(|| w.clone());
-                if (w.0, w.1) > (best.0, best.1) {
+                if decide(w.version, as_target(best)) == Decision::Apply {
                     *best = w;
                 }
             }
@@ -180,11 +211,13 @@ async fn concurrent_writes_on_both_sides_converge_to_the_newest_version() {
         let Some(winner) = winners.get(&index) else {
             continue;
         };
-        let side = if winner.1 == 1 { "tenant" } else { "landlord" };
-        let expected = winner
-            .2
-            .as_ref()
-            .map(|color| (Some(color.clone()), winner.0, side.to_string()));
+        let expected = winner.color.as_ref().map(|color| {
+            (
+                Some(color.clone()),
+                winner.version.micros,
+                winner.version.side.as_str().to_string(),
+            )
+        });
         assert_eq!(
             converged, expected,
             "tenant {index}: the newest (version, side) wins (seed {seed})"
