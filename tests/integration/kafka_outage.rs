@@ -68,12 +68,8 @@ async fn a_kafka_outage_degrades_health_confirms_nothing_new_and_catches_up() {
     let confirmed_in_outage = confirmed_lsn(&env).await;
 
     kafka.start();
-    // The restarted broker reloads its coordinators first. And the applier
-    // works off the consumer errors queued during the outage (several a
-    // second, one per failed reconnect) at one a second before it applies
-    // anything again (src/applier.rs, consumer_trouble): up to three
-    // minutes after a half-minute outage on a loaded machine. Allow for both.
-    let catch_up = Duration::from_secs(300);
+    // The restarted broker reloads its coordinators first; allow for it.
+    let catch_up = Duration::from_secs(180);
     eventually_within(
         catch_up,
         "every write applied after Kafka is back",
