@@ -17,8 +17,9 @@ const LAYERS: &[(&str, u8)] = &[
     ("kafka", 3),
     ("source", 4),
     ("applier", 5),
-    ("service", 6),
-    ("cli", 7),
+    ("consistency", 6),
+    ("service", 7),
+    ("cli", 8),
 ];
 
 /// Longest file allowed (lines); "a few hundred" is the aim.

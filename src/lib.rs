@@ -16,6 +16,7 @@
 //! * [`postgres`] and [`kafka`]: the I/O adapters.
 //! * [`source`]: the reader (replication protocol, `pgoutput`, snapshot, stream).
 //! * `applier`: Kafka to the opposite side under last writer wins.
+//! * `consistency`: the check (and repair) that both sides agree.
 //! * `service`: the `run` command (roles, tenant discovery, HTTP).
 //! * [`cli`]: the command line.
 
@@ -23,6 +24,7 @@
 pub(crate) mod applier;
 pub mod cli;
 pub mod config;
+pub(crate) mod consistency;
 pub mod kafka;
 pub mod model;
 pub mod postgres;

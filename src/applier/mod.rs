@@ -19,6 +19,7 @@
 
 mod cleanup;
 mod consume;
+pub(crate) mod direct;
 mod fanout;
 mod pool;
 mod reconcile;

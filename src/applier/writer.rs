@@ -55,6 +55,9 @@ pub(super) struct GroupResult {
     /// The target gained a column the source had been sending: rows
     /// applied before lack its values there (a reconcile carries them).
     pub(super) columns_appeared: bool,
+    /// Changes written, and changes older than what the target held.
+    pub(super) applied: u64,
+    pub(super) stale: u64,
     outcomes: HashMap<EventOutcome, u64>,
     schema_suspect: bool,
 }
@@ -100,6 +103,11 @@ pub(super) async fn apply_on(
         db.tables.clear();
     }
     for (outcome, n) in result.outcomes.drain() {
+        match outcome {
+            EventOutcome::Applied => result.applied += n,
+            EventOutcome::Stale => result.stale += n,
+            _ => {}
+        }
         count_events(outcome, n);
     }
     observe_latency(envelopes);

@@ -1,8 +1,10 @@
 //! The `cdc-bridge` command line, one file per command. It only
 //! orchestrates: parse, load the configuration, hand over to the library.
 
+mod check;
 mod direction;
 mod grants;
+mod progress;
 mod run;
 mod setup;
 mod teardown;
@@ -83,6 +85,24 @@ enum Command {
         #[command(subcommand)]
         action: DeadLetterAction,
     },
+    /// Compare both sides of every tenant (or the named ones) and print one
+    /// state per tenant: consistent, tenant_only, landlord_only, differs,
+    /// unreachable or paused. Exit code 0 when all are consistent, 1 when
+    /// any is not, 2 when the check could not run.
+    Check {
+        /// A tenant's registry id; repeat for several (default: all).
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: check::Format,
+        /// Make every divergent tenant consistent, newest wins, through the
+        /// applier's locked write path (as far as its direction allows).
+        #[arg(long)]
+        repair: bool,
+        /// Most tenants per second (0: no limit).
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+    },
     /// Check the configuration file and print it (as TOML, with defaults
     /// filled in) with every secret redacted.
     CheckConfig,
@@ -117,8 +137,16 @@ pub fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info,rdkafka=warn".into()),
         )
         .with_target(false)
+        // Logs are diagnostics: stdout stays for what a command prints
+        // (check's JSON, dry-run SQL), so that it can be piped.
+        .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Commands that gate pipelines keep 1 for "not consistent".
+    let failed = match cli.command {
+        Command::Check { .. } => ExitCode::from(2),
+        _ => ExitCode::FAILURE,
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -127,22 +155,44 @@ pub fn main() -> ExitCode {
         }
     };
     match runtime.block_on(dispatch(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             error!("{e:#}");
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            failed
         }
     }
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Arc::new(Config::load(&cli.config)?);
     crate::postgres::session::configure(&config.postgres);
     if let Some(root_cert) = &config.postgres.tls_root_cert {
         crate::postgres::tls::init(root_cert)?;
     }
     match cli.command {
+        Command::Check {
+            tenants,
+            format,
+            repair,
+            rate,
+        } => {
+            let options = crate::consistency::CheckOptions {
+                tenants,
+                repair,
+                rate,
+            };
+            check::run(config, options, format).await
+        }
+        command => run_command(config, command)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+    }
+}
+
+/// The commands whose success is exit code 0.
+async fn run_command(config: Arc<Config>, command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Setup { dry_run: true } => {
             setup::print_setup_sql(&config);
             Ok(())
@@ -176,5 +226,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             print!("{}", config.redacted_toml());
             Ok(())
         }
+        Command::Check { .. } => Err(anyhow::anyhow!("check has its own exit codes")),
     }
 }

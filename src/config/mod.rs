@@ -14,8 +14,8 @@ use std::path::Path;
 pub use env::ENV_OVERRIDES;
 pub use secret::{ClientSettings, Dsn, Secret, REDACTED};
 pub use sections::{
-    ApplierConfig, HttpConfig, KafkaConfig, LandlordConfig, PostgresConfig, ReplicationConfig,
-    SyncConfig, TableConfig, TenantsConfig,
+    ApplierConfig, CheckConfig, HttpConfig, KafkaConfig, LandlordConfig, PostgresConfig,
+    ReplicationConfig, SyncConfig, TableConfig, TenantsConfig,
 };
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +40,8 @@ pub struct Config {
     pub applier: ApplierConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    #[serde(default)]
+    pub check: CheckConfig,
 }
 
 /// A configuration problem, naming the key and what to do.

@@ -360,6 +360,46 @@ impl Default for ApplierConfig {
     }
 }
 
+/// The periodic consistency check inside `run` (`cdc-bridge check` is
+/// the same check on demand).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckConfig {
+    /// Seconds between the end of one check and the start of the next;
+    /// 0 turns the periodic check off.
+    #[serde(
+        rename = "interval_secs",
+        default = "default_check_interval",
+        deserialize_with = "duration::secs",
+        serialize_with = "duration::as_secs"
+    )]
+    pub interval: Duration,
+    /// Most tenants checked per second (0: no limit), so that a check of
+    /// thousands of tenants does not load production.
+    #[serde(default = "default_check_rate")]
+    pub rate: f64,
+    /// Repair divergent tenants (newest wins) instead of only reporting.
+    #[serde(default)]
+    pub repair: bool,
+}
+
+fn default_check_interval() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_check_rate() -> f64 {
+    50.0
+}
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        CheckConfig {
+            interval: default_check_interval(),
+            rate: default_check_rate(),
+            repair: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {

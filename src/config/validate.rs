@@ -69,6 +69,12 @@ impl Config {
                 "and applier.target_timeout_secs must be at least 1",
             ));
         }
+        if !(self.check.rate.is_finite() && self.check.rate >= 0.0) {
+            return Err(invalid(
+                "check.rate",
+                "must be a number of tenants per second, 0 or more (0: no limit)",
+            ));
+        }
         if self.applier.batch_size == 0 {
             return Err(invalid("applier.batch_size", "must be at least 1"));
         }

@@ -21,6 +21,14 @@ impl Side {
         }
     }
 
+    /// The other copy.
+    pub fn opposite(self) -> Side {
+        match self {
+            Side::Tenant => Side::Landlord,
+            Side::Landlord => Side::Tenant,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Side::Tenant => "tenant",

@@ -17,6 +17,11 @@ pub const EVENTS_APPLIED: &str = "cdc_applier_events_total";
 pub const END_TO_END_SECONDS: &str = "cdc_end_to_end_latency_seconds";
 pub const REJECTED_VERSIONS: &str = "cdc_applier_rejected_versions_total";
 pub const OVERSIZED_EVENTS: &str = "cdc_reader_oversized_events_total";
+pub const CHECK_TENANTS: &str = "cdc_check_tenants";
+pub const CHECK_INCONSISTENT_RATIO: &str = "cdc_check_inconsistent_ratio";
+pub const CHECK_LAST_RUN: &str = "cdc_check_last_run_timestamp_seconds";
+pub const CHECK_DURATION: &str = "cdc_check_last_run_duration_seconds";
+pub const CHECK_REPAIRS: &str = "cdc_check_repairs_total";
 
 /// What the applier did with a Kafka event (the `outcome` label of
 /// `cdc_applier_events_total`).
@@ -85,6 +90,65 @@ pub struct Metrics {
     /// Change events too large to send (noted on the dead-letter topic), by
     /// source database.
     pub oversized_events: IntCounterVec,
+    /// The last consistency check's result.
+    pub check: CheckMetrics,
+}
+
+/// The periodic consistency check's metrics (`consistency::periodic`).
+pub struct CheckMetrics {
+    /// Tenants per state of the last completed check.
+    pub tenants: IntGaugeVec,
+    /// Divergent tenants / tenants whose sides were compared.
+    pub inconsistent_ratio: prometheus::Gauge,
+    /// Unix time the last check completed; stays put while checks fail.
+    pub last_run: prometheus::Gauge,
+    pub duration_seconds: prometheus::Gauge,
+    /// Tenants made consistent by a repair.
+    pub repairs: prometheus::IntCounter,
+}
+
+impl CheckMetrics {
+    fn new(registry: &Registry) -> CheckMetrics {
+        let float = |name: &str, help: &str| {
+            let g = prometheus::Gauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let tenants = IntGaugeVec::new(
+            Opts::new(
+                CHECK_TENANTS,
+                "Tenants per state in the last consistency check",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(tenants.clone()))
+            .expect("unique metric");
+        let repairs = prometheus::IntCounter::new(
+            CHECK_REPAIRS,
+            "Tenants made consistent by a repair of the consistency check",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(repairs.clone()))
+            .expect("unique metric");
+        CheckMetrics {
+            tenants,
+            inconsistent_ratio: float(
+                CHECK_INCONSISTENT_RATIO,
+                "Divergent tenants over compared tenants in the last consistency check",
+            ),
+            last_run: float(
+                CHECK_LAST_RUN,
+                "Unix time the last consistency check completed",
+            ),
+            duration_seconds: float(CHECK_DURATION, "How long the last consistency check took"),
+            repairs,
+        }
+    }
 }
 
 impl Metrics {
@@ -169,6 +233,7 @@ impl Metrics {
             &["database"],
         );
         Metrics {
+            check: CheckMetrics::new(&registry),
             oversized_events,
             rejected_versions,
             registry,

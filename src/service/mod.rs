@@ -1,7 +1,8 @@
 //! The `run` command: the reader role (`readers`: one supervised task per
 //! source database, tenants re-discovered from the registry on an
 //! interval), the applier role, and the HTTP endpoint (`http`), all stopped
-//! by one shutdown signal; `preflight` checks the basics first.
+//! by one shutdown signal; `preflight` checks the basics first. The
+//! periodic consistency check runs beside the applier.
 
 pub(crate) mod http;
 mod preflight;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use crate::applier::Applier;
 use crate::config::Config;
+use crate::consistency;
 use crate::kafka;
 use crate::runtime::shutdown::ShutdownTrigger;
 
@@ -38,9 +40,16 @@ pub async fn run(config: Arc<Config>, role: Role, trigger: ShutdownTrigger) -> a
         tasks.spawn(async move { readers::run(config, key, shutdown).await });
     }
     if role != Role::Reader {
-        let applier = Applier::new(Arc::clone(&config), key)?;
+        let applier = Applier::new(Arc::clone(&config), key.clone())?;
         let shutdown = trigger.subscribe();
         tasks.spawn(async move { Ok(applier.run(shutdown).await?) });
+        // The check repairs through the applier's write path, so it runs
+        // where the applier runs.
+        let check = consistency::periodic::run(Arc::clone(&config), key, trigger.subscribe());
+        tasks.spawn(async move {
+            check.await;
+            Ok(())
+        });
     }
     let mut first_error = None;
     // Whichever role ends first with an error stops the others: a process

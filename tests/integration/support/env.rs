@@ -23,6 +23,13 @@ pub(crate) struct TestEnv {
     log_dir: PathBuf,
 }
 
+/// A finished bridge subcommand.
+pub(crate) struct CommandRun {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct TestTenant {
     pub(crate) id: i64,
@@ -196,6 +203,12 @@ listen = ""
 
     /// Runs a bridge subcommand to completion, returning (success, output).
     pub(crate) fn bridge_command(&self, args: &[&str]) -> (bool, String) {
+        let run = self.bridge_run(args);
+        (run.code == 0, format!("{}{}", run.stdout, run.stderr))
+    }
+
+    /// Runs a bridge subcommand to completion: exit code and both outputs.
+    pub(crate) fn bridge_run(&self, args: &[&str]) -> CommandRun {
         let output = Command::new(env!("CARGO_BIN_EXE_cdc-bridge"))
             .arg("--config")
             .arg(&self.config_path)
@@ -203,11 +216,10 @@ listen = ""
             .env("NO_COLOR", "1")
             .output()
             .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        (output.status.success(), text)
+        CommandRun {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
     }
 }

@@ -1,0 +1,287 @@
+//! Running a check over the registry's tenants: read, compare, read the
+//! divergent ones again once changes in flight had time to land, repair
+//! on request, and report.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+use tracing::{info, warn};
+
+use super::compare::{compare, Held, State, Verdict};
+use super::report::{Report, TableReport, TenantReport};
+use crate::applier::direct::{DirectWriter, Target};
+use crate::config::Config;
+use crate::model::direction::{gate, Directions, Gate};
+use crate::model::{Direction, Envelope, Side};
+use crate::postgres::bridge_schema::{load_apply_key, ApplyKey};
+use crate::postgres::registry::{load_tenants, Tenant};
+use crate::postgres::{connect, directions, DbError};
+use crate::runtime::metrics::metrics;
+use crate::source::tenant_rows::current_state;
+
+/// A divergence seen once is read again after this long: a change that
+/// was on its way through Kafka has arrived by then.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// What to check and how.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// Registry ids; empty: every registered tenant.
+    pub tenants: Vec<String>,
+    pub repair: bool,
+    /// Most tenants per second (0: as fast as it goes).
+    pub rate: f64,
+}
+
+/// Why the check as a whole could not run (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Landlord(#[from] DbError),
+    #[error("tenant {0} is not in the registry (tenants.registry_query)")]
+    UnknownTenant(String),
+}
+
+/// Checks the chosen tenants; `progress` hears of each one as it is done.
+pub async fn run_check(
+    config: Arc<Config>,
+    options: &CheckOptions,
+    key: Option<ApplyKey>,
+    progress: &mut (dyn FnMut(&TenantReport, usize, usize) + Send),
+) -> Result<Report, CheckError> {
+    let started = Instant::now();
+    let landlord = connect(&config.landlord.dsn, "landlord").await?;
+    let tenants = chosen_tenants(load_tenants(&landlord, &config).await?, &options.tenants)?;
+    let directions = directions::load(&landlord, &config).await?;
+    let writer = match (options.repair, key) {
+        (false, _) => None,
+        (true, Some(key)) => Some(DirectWriter::new(Arc::clone(&config), key, &tenants)),
+        (true, None) => Some(DirectWriter::new(
+            Arc::clone(&config),
+            load_apply_key(&landlord, &config).await?,
+            &tenants,
+        )),
+    };
+    let mut checker = Checker {
+        config,
+        landlord,
+        directions,
+        writer,
+    };
+    let mut reports = Vec::with_capacity(tenants.len());
+    let mut second_look = Vec::new();
+    for (index, tenant) in tenants.iter().enumerate() {
+        throttle(started, index, options.rate).await;
+        let report = checker.check(tenant).await?;
+        if report.state.is_divergent() {
+            second_look.push((index, Instant::now()));
+        } else {
+            progress(
+                &report,
+                reports.len() + 1 - second_look.len(),
+                tenants.len(),
+            );
+        }
+        reports.push(report);
+    }
+    for (index, first_seen) in second_look {
+        tokio::time::sleep(SETTLE.saturating_sub(first_seen.elapsed())).await;
+        let tenant = &tenants[index];
+        let mut report = checker.check(tenant).await?;
+        if report.state.is_divergent() && checker.writer.is_some() {
+            checker.repair(tenant, &mut report).await?;
+        }
+        reports[index] = report;
+        progress(&reports[index], index + 1, tenants.len());
+    }
+    Ok(Report::new(reports, started.elapsed()))
+}
+
+fn chosen_tenants(all: Vec<Tenant>, wanted: &[String]) -> Result<Vec<Tenant>, CheckError> {
+    if wanted.is_empty() {
+        return Ok(all);
+    }
+    wanted
+        .iter()
+        .map(|id| {
+            all.iter()
+                .find(|t| t.id.as_str() == id)
+                .cloned()
+                .ok_or_else(|| CheckError::UnknownTenant(id.clone()))
+        })
+        .collect()
+}
+
+/// Waits until tenant `index` may start under `rate` tenants per second.
+async fn throttle(started: Instant, index: usize, rate: f64) {
+    if rate > 0.0 {
+        let due = started + Duration::from_secs_f64(index as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+    }
+}
+
+/// Both sides of one tenant, read at one moment.
+struct Sides {
+    tenant: Vec<Envelope>,
+    landlord: Vec<Envelope>,
+}
+
+struct Checker {
+    config: Arc<Config>,
+    landlord: Client,
+    directions: Directions,
+    writer: Option<DirectWriter>,
+}
+
+impl Checker {
+    /// One tenant's state. Only a failing landlord fails the whole check.
+    async fn check(&mut self, tenant: &Tenant) -> Result<TenantReport, CheckError> {
+        let sides = match self.read(tenant).await? {
+            Ok(sides) => sides,
+            Err(reason) => {
+                let mut report = TenantReport::new(tenant, State::Unreachable, Vec::new());
+                report.note = Some(reason);
+                return Ok(report);
+            }
+        };
+        let verdicts = self.compare(&sides);
+        let mut state = worst(&verdicts);
+        let direction = self.directions.of(&tenant.id);
+        if direction == Direction::Paused {
+            state = State::Paused;
+        }
+        Ok(TenantReport::new(tenant, state, table_reports(&verdicts)))
+    }
+
+    /// Both sides' rows and tombstones; `Err(reason)` when the tenant's
+    /// database cannot be read (the landlord failing is an error).
+    async fn read(&mut self, tenant: &Tenant) -> Result<Result<Sides, String>, CheckError> {
+        let tenant_ref = tenant.tenant_ref();
+        let landlord = current_state(
+            &self.landlord,
+            &self.config,
+            Side::Landlord,
+            "landlord",
+            &tenant_ref,
+        )
+        .await?;
+        let limit = self.config.applier.target_timeout;
+        let dsn = tenant.dsn(&self.config.tenants.connection_template);
+        let read = async {
+            let client = connect(&dsn, &tenant.database_name).await?;
+            current_state(
+                &client,
+                &self.config,
+                Side::Tenant,
+                &tenant.database_name,
+                &tenant_ref,
+            )
+            .await
+        };
+        Ok(match tokio::time::timeout(limit, read).await {
+            Ok(Ok(rows)) => Ok(Sides {
+                tenant: rows,
+                landlord,
+            }),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!(
+                "database {} did not answer within {} s (applier.target_timeout_secs)",
+                tenant.database_name,
+                limit.as_secs_f64()
+            )),
+        })
+    }
+
+    fn compare<'s>(&self, sides: &'s Sides) -> Vec<Verdict<'s>> {
+        self.config
+            .tables
+            .iter()
+            .map(|table| {
+                compare(
+                    &self.config,
+                    table,
+                    Held::of(&table.name, &sides.tenant),
+                    Held::of(&table.name, &sides.landlord),
+                )
+            })
+            .collect()
+    }
+
+    /// Copies the newer side's row (or tombstone) of every divergent table
+    /// to the other side, one row per transaction, as far as the tenant's
+    /// direction carries changes from that side; then reads both sides
+    /// again for the final state.
+    async fn repair(
+        &mut self,
+        tenant: &Tenant,
+        report: &mut TenantReport,
+    ) -> Result<(), CheckError> {
+        let Ok(sides) = self.read(tenant).await? else {
+            return Ok(());
+        };
+        let direction = self.directions.of(&tenant.id);
+        let mut notes = Vec::new();
+        let verdicts = self.compare(&sides);
+        let Some(writer) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        for verdict in verdicts.iter().filter(|v| v.state.is_divergent()) {
+            let Some(envelope) = verdict.repair else {
+                continue;
+            };
+            let from = envelope.origin.side;
+            if gate(direction, from) != Gate::Apply {
+                notes.push(format!(
+                    "{}: not repaired, direction {} does not carry changes from the {from}",
+                    verdict.table,
+                    direction.as_str()
+                ));
+                continue;
+            }
+            let target = match from {
+                Side::Tenant => Target::Landlord,
+                Side::Landlord => Target::Tenant(tenant.id.clone()),
+            };
+            match writer.write(&target, &[envelope]).await {
+                Ok(written) => notes.extend(written.rejected.into_iter().map(|(_, reason)| {
+                    format!("{}: the repair was refused: {reason}", verdict.table)
+                })),
+                Err(error) => notes.push(format!("{}: repair failed: {error}", verdict.table)),
+            }
+        }
+        writer.release(&Target::Tenant(tenant.id.clone()));
+        let after = self.check(tenant).await?;
+        report.tables = after.tables;
+        report.repaired = after.state == State::Consistent;
+        report.set_state(after.state);
+        if report.repaired {
+            info!(tenant = %tenant.id, "tenant repaired: both sides consistent");
+            metrics().check.repairs.inc();
+        } else {
+            warn!(tenant = %tenant.id, notes = ?notes, "tenant still inconsistent after a repair");
+        }
+        report.note = (!notes.is_empty()).then(|| notes.join("; "));
+        Ok(())
+    }
+}
+
+/// The tenant's state: the first divergent table's, else consistent.
+fn worst(verdicts: &[Verdict<'_>]) -> State {
+    verdicts
+        .iter()
+        .map(|v| v.state)
+        .find(|s| s.is_divergent())
+        .unwrap_or(State::Consistent)
+}
+
+fn table_reports(verdicts: &[Verdict<'_>]) -> Vec<TableReport> {
+    verdicts
+        .iter()
+        .map(|v| TableReport {
+            table: v.table.clone(),
+            state: v.state.name(),
+            detail: v.detail.clone(),
+        })
+        .collect()
+}
