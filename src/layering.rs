@@ -18,6 +18,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("source", 4),
     ("applier", 5),
     ("consistency", 6),
+    ("replay", 6),
     ("service", 7),
     ("cli", 8),
 ];

@@ -17,6 +17,7 @@
 //! * [`source`]: the reader (replication protocol, `pgoutput`, snapshot, stream).
 //! * `applier`: Kafka to the opposite side under last writer wins.
 //! * `consistency`: the check (and repair) that both sides agree.
+//! * `replay`: the topic applied again (replay), or refilled (backfill).
 //! * `service`: the `run` command (roles, tenant discovery, HTTP).
 //! * [`cli`]: the command line.
 
@@ -28,6 +29,7 @@ pub(crate) mod consistency;
 pub mod kafka;
 pub mod model;
 pub mod postgres;
+pub(crate) mod replay;
 pub(crate) mod runtime;
 pub(crate) mod service;
 pub mod source;

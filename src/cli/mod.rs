@@ -5,6 +5,7 @@ mod check;
 mod direction;
 mod grants;
 mod progress;
+mod replay;
 mod run;
 mod setup;
 mod teardown;
@@ -103,6 +104,34 @@ enum Command {
         #[arg(long, default_value_t = 0.0)]
         rate: f64,
     },
+    /// Apply the change topic again, from the beginning or a point in time
+    /// up to its end at the start, with a throwaway consumer (the
+    /// applier's offsets stay), under last writer wins: idempotent, never
+    /// replaces a newer row. E.g. after the landlord table was emptied or
+    /// restored from an old backup.
+    Replay {
+        /// Which side receives the changes.
+        #[arg(long, value_enum)]
+        to: replay::To,
+        /// A tenant's registry id; repeat for several (default: all).
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        /// Read the whole topic.
+        #[arg(long, conflicts_with = "since", required_unless_present = "since")]
+        from_beginning: bool,
+        /// Start at this time (2026-12-01T10:00:00Z) or this long ago (2h).
+        #[arg(long, value_parser = replay::parse_since)]
+        since: Option<std::time::SystemTime>,
+    },
+    /// Publish one side's current rows to the change topic as snapshot
+    /// events (a topic whose retention dropped history, a new consumer).
+    Backfill {
+        #[arg(long, value_enum)]
+        from: replay::From,
+        /// A tenant's registry id; repeat for several (default: all).
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+    },
     /// Check the configuration file and print it (as TOML, with defaults
     /// filled in) with every secret redacted.
     CheckConfig,
@@ -144,7 +173,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Commands that gate pipelines keep 1 for "not consistent".
     let failed = match cli.command {
-        Command::Check { .. } => ExitCode::from(2),
+        Command::Check { .. } | Command::Replay { .. } | Command::Backfill { .. } => {
+            ExitCode::from(2)
+        }
         _ => ExitCode::FAILURE,
     };
     let runtime = match tokio::runtime::Runtime::new() {
@@ -184,6 +215,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             check::run(config, options, format).await
         }
+        Command::Replay {
+            to, tenants, since, ..
+        } => replay::run_replay(config, to, tenants, since).await,
+        Command::Backfill { from, tenants } => replay::run_backfill(config, from, tenants).await,
         command => run_command(config, command)
             .await
             .map(|()| ExitCode::SUCCESS),
@@ -226,6 +261,8 @@ async fn run_command(config: Arc<Config>, command: Command) -> anyhow::Result<()
             print!("{}", config.redacted_toml());
             Ok(())
         }
-        Command::Check { .. } => Err(anyhow::anyhow!("check has its own exit codes")),
+        Command::Check { .. } | Command::Replay { .. } | Command::Backfill { .. } => {
+            Err(anyhow::anyhow!("this command has its own exit codes"))
+        }
     }
 }

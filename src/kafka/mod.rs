@@ -5,6 +5,7 @@ mod client;
 pub(crate) mod dead_letter;
 pub(crate) mod delivery;
 pub(crate) mod progress;
+pub(crate) mod range;
 mod topics;
 
 pub(crate) use client::{base_config, class_of_kafka, consumer};

@@ -20,6 +20,7 @@ mod least_privilege;
 mod limits;
 mod pipeline;
 mod races;
+mod replay;
 mod restart;
 mod routing;
 mod slots;

@@ -179,6 +179,28 @@ impl Topic {
         .await;
     }
 
+    /// The offsets `group` has committed on this topic, by partition.
+    pub(crate) fn committed(&self, group: &str) -> Vec<(i32, String)> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut list = TopicPartitionList::new();
+        for partition in self.partitions(&consumer) {
+            list.add_partition(&self.name, partition);
+        }
+        let committed = consumer
+            .committed_offsets(list, REQUEST_TIMEOUT)
+            .unwrap_or_else(|e| panic!("cannot read group {group}'s offsets on {self}: {e}"));
+        committed
+            .elements()
+            .iter()
+            .map(|e| (e.partition(), format!("{:?}", e.offset())))
+            .collect()
+    }
+
     /// Messages in the topic (sum of its partitions' high watermarks).
     pub(crate) fn size(&self) -> i64 {
         let consumer = self.consumer();
