@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Reader throughput benchmark against pg_recvlogical, on a throwaway stack.
-# Results: bench-results/reader_throughput.json
+# Benchmarks on a throwaway stack: the reader against pg_recvlogical, the
+# replay against a server-side INSERT … ON CONFLICT of the same rows.
+# Results: bench-results/reader_throughput.json, bench-results/replay_throughput.json
 set -euo pipefail
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_DIR"
@@ -10,4 +11,9 @@ scripts/stack.sh down >/dev/null 2>&1 || true
 trap 'scripts/stack.sh down' EXIT
 scripts/stack.sh up
 export CDC_TEST_PG_PORT="$PG_PORT" CDC_TEST_KAFKA="127.0.0.1:$KAFKA_PORT"
-cargo bench --bench reader_throughput
+# Both by default; `scripts/bench.sh reader_throughput` runs one.
+for bench in "${@:-reader_throughput replay_throughput}"; do
+    for name in $bench; do
+        cargo bench --bench "$name"
+    done
+done

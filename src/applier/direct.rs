@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::bulk::apply_group_bulk;
 use super::pool::TargetPool;
-use super::writer::apply_group;
 use super::ApplierError;
 use crate::config::Config;
 use crate::model::{Envelope, TenantId};
@@ -48,7 +48,7 @@ impl DirectWriter {
         target: &Target,
         envelopes: &[&Envelope],
     ) -> Result<Written, ApplierError> {
-        let result = apply_group(
+        let result = apply_group_bulk(
             &mut self.pool,
             &self.config,
             &self.registry,

@@ -17,6 +17,7 @@
 //! a partition's messages are applied in order, and one tenant's changes
 //! all go to one target per direction.
 
+mod bulk;
 mod cleanup;
 mod consume;
 pub(crate) mod direct;

@@ -47,6 +47,11 @@ const LOCK_TIMEOUT: Duration = Duration::from_millis(200);
 /// which is what keeps the application out of the deadlock victim's place.
 const TRANSACTION_BUDGET: Duration = Duration::from_millis(400);
 
+/// Sets the applier's lock timeout for the transaction.
+pub(super) fn lock_timeout_sql() -> String {
+    format!("SET LOCAL lock_timeout = '{}ms'", LOCK_TIMEOUT.as_millis())
+}
+
 /// What applying a group produced.
 #[derive(Default)]
 pub(super) struct GroupResult {
@@ -143,12 +148,9 @@ async fn apply_in_transaction(
     )
     .await
     .map_err(|e| target_err(e.into()))?;
-    tx.batch_execute(&format!(
-        "SET LOCAL lock_timeout = '{}ms'",
-        LOCK_TIMEOUT.as_millis()
-    ))
-    .await
-    .map_err(|e| target_err(e.into()))?;
+    tx.batch_execute(&lock_timeout_sql())
+        .await
+        .map_err(|e| target_err(e.into()))?;
     for (position, envelope) in envelopes.iter().enumerate() {
         let index = offset + position;
         if position > 0 && started.elapsed() > TRANSACTION_BUDGET {
@@ -213,7 +215,7 @@ async fn apply_in_transaction(
 
 /// Refuses a version far in the future (or `infinity`): applied, it would
 /// pin the row so that no later write of the other side could win again.
-fn plausible_version(change: Change, config: &Config) -> Result<Change, String> {
+pub(super) fn plausible_version(change: Change, config: &Config) -> Result<Change, String> {
     let bound = config.sync.max_clock_skew;
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -239,7 +241,7 @@ fn plausible_version(change: Change, config: &Config) -> Result<Change, String> 
 /// Schema drift: a column only the source has is ignored (with one
 /// warning) until the target has it too. Returns true when the target's
 /// columns are worth reading again (they were read a while ago).
-fn note_source_only_columns(
+pub(super) fn note_source_only_columns(
     change: &Change,
     table: &mut TargetTable,
     config: &Config,
@@ -291,7 +293,7 @@ pub(super) async fn recheck_missing_columns(
     Ok(appeared)
 }
 
-async fn load_target_table<'t>(
+pub(super) async fn load_target_table<'t>(
     tables: &'t mut HashMap<String, TargetTable>,
     client: &impl tokio_postgres::GenericClient,
     config: &Config,
@@ -309,7 +311,7 @@ async fn load_target_table<'t>(
     }
 }
 
-fn observe_latency(envelopes: &[&Envelope]) {
+pub(super) fn observe_latency(envelopes: &[&Envelope]) {
     let now = SystemTime::now();
     for envelope in envelopes {
         let committed = envelope

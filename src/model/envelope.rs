@@ -151,11 +151,19 @@ impl Envelope {
         struct VersionOnly {
             v: u32,
         }
-        let version: VersionOnly = serde_json::from_slice(bytes)?;
-        if version.v != ENVELOPE_VERSION {
-            return Err(EnvelopeError::UnsupportedVersion { found: version.v });
+        // One parse in the common case; a message that does not parse is
+        // read again for its layout version, to say "upgrade" when that is
+        // the cause rather than "malformed".
+        match serde_json::from_slice::<Envelope>(bytes) {
+            Ok(envelope) if envelope.v == ENVELOPE_VERSION => Ok(envelope),
+            Ok(envelope) => Err(EnvelopeError::UnsupportedVersion { found: envelope.v }),
+            Err(error) => match serde_json::from_slice::<VersionOnly>(bytes) {
+                Ok(VersionOnly { v }) if v != ENVELOPE_VERSION => {
+                    Err(EnvelopeError::UnsupportedVersion { found: v })
+                }
+                _ => Err(error.into()),
+            },
         }
-        Ok(serde_json::from_slice(bytes)?)
     }
 
     /// The Kafka key: the tenant id, so that every change of a tenant's row,

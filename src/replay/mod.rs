@@ -31,7 +31,7 @@ use crate::postgres::registry::{load_tenants, Tenant};
 use crate::postgres::{connect, directions, DbError};
 
 /// Messages applied per round (grouped by target database).
-const BATCH: usize = 5_000;
+const BATCH: usize = 20_000;
 
 /// A stretch that yields nothing for this long has stopped short of the
 /// end it had at the start (a broker problem): the replay fails.

@@ -147,3 +147,69 @@ async fn backfill_publishes_one_snapshot_event_per_row_of_the_chosen_side() {
     assert!(events.iter().any(|e| e["origin"]["side"] == "landlord"
         && e["columns"]["primary_color"]["value"] == "#3000ff"));
 }
+
+/// A tenant change as the reader would publish it.
+fn tenant_change(env: &TestEnv, index: usize, color: &str, micros: i64) -> serde_json::Value {
+    let tenant = &env.tenants[index];
+    let seconds = micros / 1_000_000;
+    let version = format!(
+        "{}.{:06}+00",
+        humantime::format_rfc3339(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds as u64)
+        )
+        .to_string()
+        .trim_end_matches('Z')
+        .replace('T', " "),
+        micros % 1_000_000
+    );
+    serde_json::json!({
+        "v": 1, "op": "upsert", "table": "tenant_brandings",
+        "tenant": {"id": tenant.id.to_string(), "slug": tenant.slug},
+        "origin": {"side": "tenant", "database": tenant.database, "lsn": "0/1", "commit_ts": null, "xid": null},
+        "version": version, "source": "tenant", "key": {"id": "1"},
+        "columns": {"id": {"type": "integer", "value": "1"},
+                    "primary_color": {"type": "character varying(7)", "value": color}}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_replay_writes_in_bulk_and_dead_letters_only_the_row_the_target_refuses() {
+    let env = TestEnv::new("bulkreplay", 2).await;
+    let (ok, output) = env.bridge_command(&["setup"]);
+    assert!(ok, "{output}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+        - 60_000_000;
+    // 40 versions of each tenant's row (enough for the bulk path); the
+    // last one of tenant 1 does not fit its varchar(7) column.
+    for round in 0..40 {
+        for index in 0..2 {
+            let color = if index == 1 && round == 39 {
+                "#toolong-color".to_string()
+            } else {
+                format!("#2{index}00{round:02}")
+            };
+            let change = tenant_change(&env, index, &color, now + round * 1000);
+            let key = env.tenants[index].id.to_string();
+            env.topic.produce(&key, change.to_string().as_bytes()).await;
+        }
+    }
+    let run = env.bridge_run(&["replay", "--to", "landlord", "--from-beginning"]);
+    assert_eq!(
+        run.code, 1,
+        "a dead letter makes exit code 1: {}{}",
+        run.stdout, run.stderr
+    );
+    assert!(
+        run.stdout.contains("replayed 80 messages"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("dead-lettered 1"), "{}", run.stdout);
+    assert_eq!(landlord_color(&env, 0).await.as_deref(), Some("#200039"));
+    let letters = env.topic.dead_letters().messages();
+    assert_eq!(letters.len(), 1);
+    assert!(String::from_utf8_lossy(&letters[0].payload).contains("#toolong-color"));
+}

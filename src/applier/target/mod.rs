@@ -12,6 +12,8 @@
 //! so any type whose text form both sides share is lossless. Identifiers are
 //! always quoted; values are always bound parameters.
 
+mod batch;
+
 use std::collections::{BTreeMap, HashMap};
 
 use tokio_postgres::types::ToSql;
@@ -248,17 +250,36 @@ impl TargetTable {
     fn upsert_sql(&self, names: &[&str], key_len: usize) -> Result<String, TargetError> {
         let n = names.len();
         let (side, version, logical, row_key) = (n + 1, n + 2, n + 3, n + 4);
-        let mut quoted: Vec<String> = names.iter().map(|c| quote_ident(c)).collect();
         let mut casts = names
             .iter()
             .enumerate()
             .map(|(i, c)| self.cast(c, i + 1))
             .collect::<Result<Vec<_>, _>>()?;
-        quoted.extend([self.source_column.clone(), self.version_column.clone()]);
         casts.extend([
             format!("${side}::text"),
             format!("${version}::text::timestamptz"),
         ]);
+        let (columns, updates) = self.upsert_columns(names, key_len);
+        Ok(format!(
+            "INSERT INTO {table} AS cur ({columns}) SELECT {casts} \
+             WHERE NOT EXISTS (SELECT 1 FROM {tombstones} tb WHERE tb.table_name = ${logical}::text \
+               AND tb.row_key = ${row_key}::text::jsonb \
+               AND (tb.version, tb.source) >= (${version}::text::timestamptz, ${side}::text)) \
+             ON CONFLICT ({conflict}) DO UPDATE SET {updates}",
+            table = self.quoted,
+            columns = columns.join(", "),
+            casts = casts.join(", "),
+            tombstones = self.tombstones,
+            conflict = columns[..key_len].join(", "),
+        ))
+    }
+
+    /// The quoted target columns (`names`, then source and version) and the
+    /// `SET … WHERE newer` part of `ON CONFLICT DO UPDATE` every upsert shares.
+    fn upsert_columns(&self, names: &[&str], key_len: usize) -> (Vec<String>, String) {
+        let n = names.len();
+        let mut quoted: Vec<String> = names.iter().map(|c| quote_ident(c)).collect();
+        quoted.extend([self.source_column.clone(), self.version_column.clone()]);
         let updates: Vec<String> = quoted[key_len..]
             .iter()
             .map(|q| format!("{q} = EXCLUDED.{q}"))
@@ -280,20 +301,11 @@ impl TargetTable {
                 incoming.join(", ")
             )
         };
-        Ok(format!(
-            "INSERT INTO {table} AS cur ({columns}) SELECT {casts} \
-             WHERE NOT EXISTS (SELECT 1 FROM {tombstones} tb WHERE tb.table_name = ${logical}::text \
-               AND tb.row_key = ${row_key}::text::jsonb \
-               AND (tb.version, tb.source) >= (${version}::text::timestamptz, ${side}::text)) \
-             ON CONFLICT ({conflict}) DO UPDATE SET {updates} \
-             WHERE (cur.{ver}, cur.{src}) < (EXCLUDED.{ver}, EXCLUDED.{src}){same_version_new_data}",
-            table = self.quoted,
-            columns = quoted.join(", "),
-            casts = casts.join(", "),
-            tombstones = self.tombstones,
-            conflict = quoted[..key_len].join(", "),
-            updates = updates.join(", "),
-        ))
+        let clause = format!(
+            "{} WHERE (cur.{ver}, cur.{src}) < (EXCLUDED.{ver}, EXCLUDED.{src}){same_version_new_data}",
+            updates.join(", ")
+        );
+        (quoted, clause)
     }
 
     async fn delete<C: GenericClient>(

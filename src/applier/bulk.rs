@@ -1,0 +1,278 @@
+//! Large groups of upserts (a replay, a repair of many tenants) written
+//! many rows per statement instead of one: the newest change of each row
+//! only (the older ones could only lose to it), then a few thousand rows
+//! per transaction with `TargetTable::apply_many`. A chunk the target
+//! refuses as a whole is written again one change at a time (`writer`),
+//! which finds the change at fault. Not used by the live consume loop.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::pool::TargetPool;
+use super::routing::{change_for, data_columns_only, Target};
+use super::target::{Change, TargetError};
+use super::writer::{
+    apply_group, apply_on, load_target_table, note_source_only_columns, observe_latency,
+    plausible_version, GroupResult,
+};
+use super::ApplierError;
+use crate::config::Config;
+use crate::model::conflict::{parse_version, Version};
+use crate::model::loop_guard::APPLY_MARKER_PREFIX;
+use crate::model::{Envelope, Op, TenantId};
+use crate::postgres::registry::Tenant;
+use crate::runtime::metrics::{count_events, EventOutcome};
+
+/// Smaller groups go the usual way.
+const MIN_GROUP: usize = 64;
+
+/// Rows per statement and transaction: large enough to spread the round
+/// trips, small enough that the row locks are held for milliseconds.
+const CHUNK_ROWS: usize = 2_000;
+
+/// One change ready to write, with its index in the group.
+struct Prepared {
+    index: usize,
+    table: String,
+    change: Change,
+}
+
+/// `apply_group` for large groups of upserts; anything else (a delete in
+/// the group, a column that appeared) takes the usual path.
+pub(super) async fn apply_group_bulk(
+    pool: &mut TargetPool,
+    config: &Config,
+    registry: &HashMap<TenantId, Tenant>,
+    target: &Target,
+    envelopes: &[&Envelope],
+) -> Result<GroupResult, ApplierError> {
+    if envelopes.len() < MIN_GROUP || envelopes.iter().any(|e| e.op == Op::Delete) {
+        return apply_group(pool, config, registry, target, envelopes).await;
+    }
+    let key = pool.key().clone();
+    let db = pool.get(target, config, registry).await?;
+    let mut result = GroupResult::default();
+    let (newest, superseded) = newest_per_row(envelopes);
+    result.stale += superseded;
+    let Some(prepared) = prepare(db, config, registry, target, &newest, &mut result).await? else {
+        return apply_on(db, config, registry, (target, &key), envelopes).await;
+    };
+    for chunk in chunks(&prepared) {
+        let label = db.label.clone();
+        let written = write_chunk(db, &key, &chunk).await;
+        match written {
+            Ok(applied) => {
+                result.applied += applied;
+                result.stale += chunk.len() as u64 - applied;
+            }
+            Err(e) if e.is_about_the_change() => {
+                let subset: Vec<&Envelope> = chunk.iter().map(|p| envelopes[p.index]).collect();
+                let one_by_one = apply_on(db, config, registry, (target, &key), &subset).await?;
+                result.applied += one_by_one.applied;
+                result.stale += one_by_one.stale;
+                let rejected = one_by_one.rejected.into_iter();
+                result
+                    .rejected
+                    .extend(rejected.map(|(i, reason)| (chunk[i].index, reason)));
+            }
+            Err(source) => {
+                return Err(ApplierError::Target {
+                    database: label,
+                    source,
+                })
+            }
+        }
+    }
+    count_events(EventOutcome::Applied, result.applied);
+    count_events(EventOutcome::Stale, result.stale);
+    observe_latency(envelopes);
+    Ok(result)
+}
+
+/// Each envelope as a change in the target's terms (refused ones go to
+/// `result.rejected`); `None` when a column only the source had may have
+/// appeared on the target, which the usual path handles.
+async fn prepare(
+    db: &mut super::pool::TargetDb,
+    config: &Config,
+    registry: &HashMap<TenantId, Tenant>,
+    target: &Target,
+    chosen: &[(usize, &Envelope)],
+    result: &mut GroupResult,
+) -> Result<Option<Vec<Prepared>>, ApplierError> {
+    let mut prepared = Vec::with_capacity(chosen.len());
+    for &(index, envelope) in chosen {
+        let change = match change_for(config, registry, target, envelope)
+            .and_then(|change| plausible_version(change, config))
+        {
+            Ok(change) => change,
+            Err(reason) => {
+                result.rejected.push((index, reason));
+                continue;
+            }
+        };
+        let Some(table) = config.table(&envelope.table) else {
+            let reason = format!("table {} is not configured on this bridge", envelope.table);
+            result.rejected.push((index, reason));
+            continue;
+        };
+        let label = db.label.clone();
+        let target_table = load_target_table(
+            &mut db.tables,
+            &db.client,
+            config,
+            table,
+            target.side(),
+            &label,
+        )
+        .await?;
+        if note_source_only_columns(&change, target_table, config, table) {
+            return Ok(None);
+        }
+        let change = data_columns_only(change, |c| target_table.has_column(c), config, table);
+        prepared.push(Prepared {
+            index,
+            table: table.name.clone(),
+            change,
+        });
+    }
+    Ok(Some(prepared))
+}
+
+/// The newest change of each row, by the conflict rule, with its index
+/// in the group, and how many older ones it supersedes. A tenant has one
+/// row per table on either side, so (table, tenant) names the target row.
+/// A change whose version cannot be read stays, to be refused on its own.
+fn newest_per_row<'e>(envelopes: &[&'e Envelope]) -> (Vec<(usize, &'e Envelope)>, u64) {
+    let mut kept: Vec<(usize, &Envelope)> = Vec::with_capacity(envelopes.len());
+    let mut rows: HashMap<(&str, &str), usize> = HashMap::new();
+    for (index, envelope) in envelopes.iter().enumerate() {
+        let Some(version) = version_of(envelope) else {
+            kept.push((index, envelope));
+            continue;
+        };
+        let row = (envelope.table.as_str(), envelope.tenant.id.as_str());
+        match rows.get(&row) {
+            Some(&at) if version_of(kept[at].1) >= Some(version) => {}
+            Some(&at) => kept[at] = (index, envelope),
+            None => {
+                rows.insert(row, kept.len());
+                kept.push((index, envelope));
+            }
+        }
+    }
+    let superseded = (envelopes.len() - kept.len()) as u64;
+    (kept, superseded)
+}
+
+/// The version a change carries under the conflict rule's order.
+fn version_of(envelope: &Envelope) -> Option<Version> {
+    let micros = parse_version(envelope.version.as_deref()?)?;
+    Some(Version {
+        micros,
+        side: envelope.source.unwrap_or(envelope.origin.side),
+    })
+}
+
+/// Chunks of at most `CHUNK_ROWS` changes of one table and one column set.
+fn chunks(changes: &[Prepared]) -> Vec<Vec<&Prepared>> {
+    let mut by_shape: BTreeMap<(&str, Vec<&str>), Vec<&Prepared>> = BTreeMap::new();
+    for item in changes {
+        let columns = item.change.key.iter().chain(&item.change.columns);
+        let shape = (
+            item.table.as_str(),
+            columns.map(|(c, _)| c.as_str()).collect(),
+        );
+        by_shape.entry(shape).or_default().push(item);
+    }
+    by_shape
+        .into_values()
+        .flat_map(|items| {
+            items
+                .chunks(CHUNK_ROWS)
+                .map(<[&Prepared]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// One transaction: the apply marker, then the chunk in three statements.
+async fn write_chunk(
+    db: &mut super::pool::TargetDb,
+    key: &crate::postgres::bridge_schema::ApplyKey,
+    chunk: &[&Prepared],
+) -> Result<u64, TargetError> {
+    let tx = db.client.transaction().await?;
+    tx.execute(
+        &db.preamble,
+        &[&key.token(), &APPLY_MARKER_PREFIX, &key.marker],
+    )
+    .await?;
+    tx.batch_execute(&super::writer::lock_timeout_sql()).await?;
+    let Some(table) = db.tables.get_mut(&chunk[0].table) else {
+        return Ok(0);
+    };
+    let changes: Vec<&Change> = chunk.iter().map(|p| &p.change).collect();
+    let applied = table.apply_many(&tx, &changes).await?;
+    tx.commit().await?;
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::model::envelope::{Origin, ENVELOPE_VERSION};
+    use crate::model::{Side, TenantRef};
+
+    fn change(tenant: &str, second: u32, side: Side) -> Envelope {
+        Envelope {
+            v: ENVELOPE_VERSION,
+            op: Op::Upsert,
+            table: "tenant_brandings".into(),
+            tenant: TenantRef {
+                id: tenant.into(),
+                slug: tenant.into(),
+            },
+            origin: Origin {
+                side,
+                database: "db".into(),
+                lsn: "0/0".into(),
+                commit_ts: None,
+                xid: None,
+            },
+            version: Some(format!("2026-01-01 00:00:{second:02}+00")),
+            source: None,
+            key: BTreeMap::new(),
+            columns: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn only_the_newest_change_of_each_row_is_kept_under_the_conflict_rule() {
+        let group = [
+            change("1", 3, Side::Tenant),
+            change("2", 1, Side::Tenant),
+            change("1", 5, Side::Tenant),
+            change("1", 4, Side::Tenant),
+            // Equal version: the tenant side wins the tie.
+            change("2", 1, Side::Landlord),
+        ];
+        let refs: Vec<&Envelope> = group.iter().collect();
+        let (kept, superseded) = newest_per_row(&refs);
+        let indices: Vec<usize> = kept.iter().map(|(i, _)| *i).collect();
+        assert_eq!(indices, [2, 1]);
+        assert_eq!(superseded, 3);
+    }
+
+    #[test]
+    fn a_change_without_a_readable_version_is_kept_to_be_refused_alone() {
+        let mut broken = change("1", 9, Side::Tenant);
+        broken.version = Some("soon".into());
+        let group = [change("1", 3, Side::Tenant), broken];
+        let refs: Vec<&Envelope> = group.iter().collect();
+        let (kept, superseded) = newest_per_row(&refs);
+        assert_eq!(kept.len(), 2);
+        assert_eq!(superseded, 0);
+    }
+}

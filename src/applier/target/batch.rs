@@ -1,0 +1,169 @@
+//! Many upserts of one table in three statements, for large groups
+//! (replay, repair): the same rule and the same lock order as one change
+//! at a time (every row lock, then every key lock, then the write, whose
+//! snapshot is taken after both), with the values as one text array per
+//! column.
+//!
+//! ```text
+//!  SELECT … FOR UPDATE   rows of the keys, in key order
+//!  SELECT lock_key(…)    key locks, in bucket order (no lock cycle between two writers)
+//!  INSERT … SELECT … FROM unnest($1::text[], …) WHERE NOT EXISTS (newer tombstone)
+//!         ON CONFLICT (key) DO UPDATE … WHERE (cur.version, cur.source) < (new.version, new.source)
+//! ```
+//! The changes must have distinct keys and the same columns.
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::GenericClient;
+
+use super::{row_key_json, Change, TargetError, TargetTable};
+use crate::postgres::quote_ident;
+
+impl TargetTable {
+    /// Applies upserts `changes` (distinct keys, same column names);
+    /// returns how many were written (the rest were stale).
+    pub async fn apply_many<C: GenericClient>(
+        &mut self,
+        client: &C,
+        changes: &[&Change],
+    ) -> Result<u64, TargetError> {
+        let Some(first) = changes.first() else {
+            return Ok(0);
+        };
+        let key_names: Vec<&str> = first.key.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = first
+            .key
+            .iter()
+            .chain(&first.columns)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let mut arrays: Vec<Vec<Option<&str>>> = (0..names.len())
+            .map(|_| Vec::with_capacity(changes.len()))
+            .collect();
+        let mut sides = Vec::with_capacity(changes.len());
+        let mut versions = Vec::with_capacity(changes.len());
+        let row_keys: Vec<String> = changes.iter().map(|c| row_key_json(&c.key)).collect();
+        for change in changes {
+            for (array, (_, value)) in arrays
+                .iter_mut()
+                .zip(change.key.iter().chain(&change.columns))
+            {
+                array.push(value.as_deref());
+            }
+            sides.push(change.side.as_str());
+            versions.push(change.version.as_str());
+        }
+        let keys: Vec<&Vec<Option<&str>>> = arrays[..key_names.len()].iter().collect();
+        let lock_rows = self.lock_many_rows_sql(&key_names)?;
+        self.execute_with(client, lock_rows, &params(&keys, &[]))
+            .await?;
+        let logical = self.logical.clone();
+        let key_locks = self.lock_many_keys_sql();
+        let key_texts: Vec<&str> = row_keys.iter().map(String::as_str).collect();
+        self.execute_with(client, key_locks, &[&logical, &key_texts])
+            .await?;
+        let upsert = self.upsert_many_sql(&names, key_names.len())?;
+        let all: Vec<&Vec<Option<&str>>> = arrays.iter().collect();
+        let extra: [&(dyn ToSql + Sync); 4] = [&sides, &versions, &key_texts, &logical];
+        self.execute_with(client, upsert, &params(&all, &extra))
+            .await
+    }
+
+    /// `c1, c2, …` casts of the unnested text columns to the target types.
+    fn unnest_casts(&self, names: &[&str]) -> Result<Vec<String>, TargetError> {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let type_name =
+                    self.columns
+                        .get(*name)
+                        .ok_or_else(|| TargetError::MissingColumn {
+                            table: self.quoted.clone(),
+                            column: name.to_string(),
+                        })?;
+                Ok(format!("CAST(u.c{} AS {type_name})", i + 1))
+            })
+            .collect()
+    }
+
+    fn unnest_source(count: usize, first: usize, extra: &[&str]) -> String {
+        let mut arrays: Vec<String> = (0..count)
+            .map(|i| format!("${}::text[]", first + i))
+            .collect();
+        let mut aliases: Vec<String> = (1..=count).map(|i| format!("c{i}")).collect();
+        for (offset, alias) in extra.iter().enumerate() {
+            arrays.push(format!("${}::text[]", first + count + offset));
+            aliases.push(alias.to_string());
+        }
+        format!("unnest({}) AS u({})", arrays.join(", "), aliases.join(", "))
+    }
+
+    fn lock_many_rows_sql(&self, key_names: &[&str]) -> Result<String, TargetError> {
+        let columns: Vec<String> = key_names.iter().map(|c| quote_ident(c)).collect();
+        Ok(format!(
+            "SELECT 1 FROM {} WHERE ({}) IN (SELECT {} FROM {}) ORDER BY {} FOR UPDATE",
+            self.quoted,
+            columns.join(", "),
+            self.unnest_casts(key_names)?.join(", "),
+            Self::unnest_source(key_names.len(), 1, &[]),
+            columns.join(", ")
+        ))
+    }
+
+    /// The key locks in the order of their buckets (`lock_key`'s own
+    /// expression), so that two writers of many keys never wait in a circle.
+    fn lock_many_keys_sql(&self) -> String {
+        let lock = self.key_lock.replace("$2::text::jsonb", "k::jsonb");
+        format!(
+            "{lock} FROM unnest($2::text[]) AS k ORDER BY abs(hashtext($1::text || ':' || k::jsonb::text)) % 1024"
+        )
+    }
+
+    fn upsert_many_sql(&self, names: &[&str], key_len: usize) -> Result<String, TargetError> {
+        let n = names.len();
+        let logical = n + 4;
+        let source = Self::unnest_source(n, 1, &["src", "ver", "rk"]);
+        let mut casts = self.unnest_casts(names)?;
+        casts.extend(["u.src".to_string(), "u.ver::timestamptz".to_string()]);
+        let (columns, updates) = self.upsert_columns(names, key_len);
+        Ok(format!(
+            "INSERT INTO {table} AS cur ({columns}) SELECT {casts} FROM {source} \
+             WHERE NOT EXISTS (SELECT 1 FROM {tombstones} tb WHERE tb.table_name = ${logical}::text \
+               AND tb.row_key = u.rk::jsonb \
+               AND (tb.version, tb.source) >= (u.ver::timestamptz, u.src)) \
+             ON CONFLICT ({conflict}) DO UPDATE SET {updates}",
+            table = self.quoted,
+            columns = columns.join(", "),
+            casts = casts.join(", "),
+            tombstones = self.tombstones,
+            conflict = columns[..key_len].join(", "),
+        ))
+    }
+
+    async fn execute_with<C: GenericClient>(
+        &mut self,
+        client: &C,
+        sql: String,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, TargetError> {
+        let statement = match self.statements.get(&sql) {
+            Some(statement) => statement.clone(),
+            None => {
+                let statement = client.prepare(&sql).await?;
+                self.statements.insert(sql, statement.clone());
+                statement
+            }
+        };
+        Ok(client.execute(&statement, params).await?)
+    }
+}
+
+fn params<'a>(
+    arrays: &'a [&'a Vec<Option<&'a str>>],
+    extra: &[&'a (dyn ToSql + Sync)],
+) -> Vec<&'a (dyn ToSql + Sync)> {
+    let mut all: Vec<&(dyn ToSql + Sync)> =
+        arrays.iter().map(|a| *a as &(dyn ToSql + Sync)).collect();
+    all.extend_from_slice(extra);
+    all
+}
