@@ -201,6 +201,23 @@ impl Topic {
             .collect()
     }
 
+    /// Whether `group` has committed every partition up to its end: every
+    /// message in the topic now has been applied.
+    pub(crate) fn consumed_by(&self, group: &str) -> bool {
+        let consumer = self.consumer();
+        let ends: Vec<String> = self
+            .partitions(&consumer)
+            .into_iter()
+            .map(|p| match self.watermarks(&consumer, p).1 {
+                // A partition without messages has nothing to commit.
+                0 => "Invalid".to_string(),
+                high => format!("Offset({high})"),
+            })
+            .collect();
+        let committed: Vec<String> = self.committed(group).into_iter().map(|(_, o)| o).collect();
+        ends == committed
+    }
+
     /// Messages in the topic (sum of its partitions' high watermarks).
     pub(crate) fn size(&self) -> i64 {
         let consumer = self.consumer();
