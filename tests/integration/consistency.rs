@@ -154,10 +154,13 @@ async fn the_periodic_check_reports_a_divergence_in_metrics_and_repairs_it_when_
     // Every event so far applied (the start's reconcile may bring the row
     // before its events): none can bring the row back after the delete.
     let group = format!("{}_applier", env.prefix);
-    eventually("the row on the landlord and every event applied", || async {
-        let there = landlord_color(&env, 0).await.is_some();
-        (there && env.topic.consumed_by(&group)).then_some(())
-    })
+    eventually(
+        "the row on the landlord and every event applied",
+        || async {
+            let there = landlord_color(&env, 0).await.is_some();
+            (there && env.topic.consumed_by(&group)).then_some(())
+        },
+    )
     .await;
     behind_the_bridges_back(&env.landlord().await, "DELETE FROM tenant_brandings").await;
     let port = bridge.http_port().await;

@@ -1,5 +1,6 @@
-//! `run` works as a non-superuser role with exactly the grants that
-//! `cdc-bridge grants` prints, once `setup` ran as the tables' owner.
+//! `run` (and `check --repair`) work as a non-superuser role with exactly
+//! the grants that `cdc-bridge grants` prints, once `setup` ran as the
+//! tables' owner.
 
 use crate::support::{self, eventually, wait_streaming, TestEnv};
 
@@ -82,6 +83,23 @@ async fn the_bridge_runs_as_a_role_with_only_the_documented_grants() {
     })
     .await;
     assert!(bridge.stop().success(), "{}", bridge.log_text());
+
+    // The consistency check and its repair need no more than these grants.
+    env.landlord()
+        .await
+        .batch_execute("BEGIN; SET LOCAL session_replication_role = replica; DELETE FROM tenant_brandings; COMMIT;")
+        .await
+        .unwrap();
+    let found = env.bridge_run(&["check"]);
+    assert_eq!(found.code, 1, "{}{}", found.stdout, found.stderr);
+    assert!(found.stdout.contains("tenant_only"), "{}", found.stdout);
+    let repaired = env.bridge_run(&["check", "--repair"]);
+    assert_eq!(repaired.code, 0, "{}{}", repaired.stdout, repaired.stderr);
+    let row = env
+        .landlord_row(0)
+        .await
+        .expect("repaired by the restricted role");
+    assert_eq!(row.text("primary_color").as_deref(), Some("#6e6e6e"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
