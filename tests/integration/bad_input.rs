@@ -1,8 +1,6 @@
 //! Awkward input: schema drift, awkward identifiers, and secrets that must
 //! never reach a log line or the metrics.
 
-use std::time::Duration;
-
 use crate::support::{eventually, wait_streaming, TestEnv};
 
 async fn landlord_text(env: &TestEnv, column: &str) -> Option<String> {
@@ -54,7 +52,10 @@ async fn a_column_on_one_side_only_is_ignored_until_both_have_it_and_a_dropped_o
         .batch_execute("ALTER TABLE tenant_brandings ADD COLUMN tagline text")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // The applier reads the landlord's columns again by itself.
+    bridge
+        .wait_log_lines(&["the target gained a synced column", "Landlord"], 1)
+        .await;
     tenant
         .execute(
             "UPDATE tenant_brandings SET tagline = 'hello again' WHERE id = 1",

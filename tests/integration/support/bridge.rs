@@ -18,6 +18,17 @@ impl Bridge {
     /// Starts `cdc-bridge run` with `config`; the log goes to a new file in
     /// `log_dir`.
     pub(crate) fn start(config: &Path, log_dir: &Path) -> Bridge {
+        Bridge::start_with(config, log_dir, &[], &[])
+    }
+
+    /// `start`, with more arguments of `run` (`--role reader`) and more
+    /// environment variables.
+    pub(crate) fn start_with(
+        config: &Path,
+        log_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Bridge {
         let n = std::fs::read_dir(log_dir).map(|d| d.count()).unwrap_or(0);
         let log = log_dir.join(format!("bridge-{n}.log"));
         let file = std::fs::File::create(&log).unwrap();
@@ -25,7 +36,9 @@ impl Bridge {
             .arg("--config")
             .arg(config)
             .arg("run")
+            .args(args)
             .env("RUST_LOG", "info,cdc_bridge=debug,rdkafka=warn")
+            .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file))
@@ -79,6 +92,46 @@ impl Bridge {
 
     pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Log lines that contain every one of `fragments`.
+    pub(crate) fn log_lines_with(&self, fragments: &[&str]) -> usize {
+        self.log_text()
+            .lines()
+            .filter(|line| fragments.iter().all(|f| line.contains(f)))
+            .count()
+    }
+
+    /// Waits until at least `count` log lines contain every one of
+    /// `fragments` (count the lines before an action, wait for one more).
+    pub(crate) async fn wait_log_lines(&self, fragments: &[&str], count: usize) {
+        let what = format!(
+            "{count} log lines with {fragments:?} (log: {})",
+            self.log.display()
+        );
+        eventually(&what, || async {
+            (self.log_lines_with(fragments) >= count).then_some(())
+        })
+        .await;
+    }
+
+    /// The `/metrics` text (the endpoint must be on: `TestEnv::set_http`).
+    pub(crate) async fn metrics(&self) -> String {
+        let port = self.http_port().await;
+        http_request(port, "GET", "/metrics", None, "")
+            .await
+            .unwrap_or_else(|| panic!("/metrics did not answer (log: {})", self.log.display()))
+    }
+
+    /// Waits until sample `series` of `/metrics` (see `sample`) has a value
+    /// that `accept` takes; returns it.
+    pub(crate) async fn wait_metric(&self, series: &str, accept: impl Fn(f64) -> bool) -> f64 {
+        let what = format!("metric {series} (log: {})", self.log.display());
+        let accept = &accept;
+        eventually(&what, || async move {
+            sample(&self.metrics().await, series).filter(|value| accept(*value))
+        })
+        .await
     }
 
     /// The databases whose reader has logged `streaming` so far. The reader
@@ -158,4 +211,14 @@ pub(crate) async fn http_request(
     let mut response = String::new();
     stream.read_to_string(&mut response).await.ok()?;
     Some(response)
+}
+
+/// The value of `series` in Prometheus text: a metric name with its labels
+/// as the endpoint prints them, e.g. `cdc_kafka_up` or
+/// `cdc_source_up{database="x"}`; `None` while the series does not exist.
+pub(crate) fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
 }

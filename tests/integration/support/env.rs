@@ -196,11 +196,21 @@ listen = ""
 
     /// Runs a bridge subcommand to completion, returning (success, output).
     pub(crate) fn bridge_command(&self, args: &[&str]) -> (bool, String) {
+        self.bridge_command_with_env(args, &[])
+    }
+
+    /// `bridge_command`, with more environment variables.
+    pub(crate) fn bridge_command_with_env(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (bool, String) {
         let output = Command::new(env!("CARGO_BIN_EXE_cdc-bridge"))
             .arg("--config")
             .arg(&self.config_path)
             .args(args)
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         let text = format!(
