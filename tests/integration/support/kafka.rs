@@ -69,6 +69,18 @@ impl Topic {
             .unwrap()
     }
 
+    /// Whether the broker knows the topic.
+    pub(crate) fn exists(&self) -> bool {
+        let metadata = self
+            .consumer()
+            .fetch_metadata(Some(&self.name), REQUEST_TIMEOUT)
+            .unwrap_or_else(|e| panic!("cannot read the metadata of topic {self}: {e}"));
+        metadata
+            .topics()
+            .iter()
+            .any(|t| t.error().is_none() && !t.partitions().is_empty())
+    }
+
     /// Whether consumer group `group` has committed, on every partition,
     /// the offset the partition ends at now: the group's consumer handled
     /// every message the topic holds.
