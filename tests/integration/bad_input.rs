@@ -1,7 +1,7 @@
 //! Awkward input: schema drift, awkward identifiers, and secrets that must
 //! never reach a log line or the metrics.
 
-use crate::support::{eventually, wait_streaming, TestEnv};
+use crate::support::{eventually, set_tenant_color, wait_streaming, TestEnv};
 
 async fn landlord_text(env: &TestEnv, column: &str) -> Option<String> {
     env.landlord_row(0).await.and_then(|r| r.text(column))
@@ -174,4 +174,43 @@ async fn a_dsn_password_never_appears_in_logs_errors_or_config_output() {
             "{what} shows the password: {output}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_truncate_of_a_synced_table_is_logged_and_not_replicated() {
+    let env = TestEnv::new("truncate", 1).await;
+    set_tenant_color(&env, 0, "#f00000").await;
+    let mut bridge = env.start_bridge();
+    wait_streaming(&bridge, 2).await;
+    eventually("synced", || async {
+        (landlord_text(&env, "primary_color").await.as_deref() == Some("#f00000")).then_some(())
+    })
+    .await;
+    let events = env.topic.change_events().len();
+
+    env.tenant(0)
+        .await
+        .batch_execute("TRUNCATE tenant_brandings")
+        .await
+        .unwrap();
+    let database = format!("database={}", env.tenants[0].database);
+    bridge
+        .wait_log_lines(
+            &["TRUNCATE of a synced table is not replicated", &database],
+            1,
+        )
+        .await;
+    // The reader is past the truncate; whatever it sent is applied by now.
+    env.wait_settled().await;
+    assert_eq!(
+        env.topic.change_events().len(),
+        events,
+        "no event for the truncate"
+    );
+    assert_eq!(
+        landlord_text(&env, "primary_color").await.as_deref(),
+        Some("#f00000"),
+        "the landlord row is left alone"
+    );
+    assert!(bridge.stop().success(), "{}", bridge.log_text());
 }

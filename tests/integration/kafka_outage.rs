@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::support::{
     confirmed_lsn, current_lsn, eventually, eventually_within, http_request, landlord_color, lsn,
-    offset, set_tenant_color, wait_streaming, OwnKafka, TestEnv,
+    lsn_text, offset, set_tenant_color, wait_streaming, OwnKafka, TestEnv,
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -95,7 +95,8 @@ async fn a_kafka_outage_degrades_health_confirms_nothing_new_and_catches_up() {
         .unwrap();
     assert!(
         confirmed_in_outage <= lsn(&first_outage_commit),
-        "nothing undelivered is confirmed: {confirmed_in_outage:X} confirmed during the outage, past the first outage commit at {first_outage_commit}"
+        "nothing undelivered is confirmed: {} confirmed during the outage, past the first outage commit at {first_outage_commit}",
+        lsn_text(confirmed_in_outage)
     );
     assert!(bridge.stop().success(), "{}", bridge.log_text());
 }

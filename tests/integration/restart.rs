@@ -67,3 +67,69 @@ async fn stopping_and_killing_the_bridge_during_writes_loses_no_write() {
     assert_eq!(last.text("primary_color"), Some(format!("#{writes:06}")));
     assert!(bridge.stop().success(), "{}", bridge.log_text());
 }
+
+/// The `origin.lsn` (commit position) of the change event that carries
+/// `color`.
+fn commit_of(env: &TestEnv, color: &str) -> u64 {
+    let events = env.topic.change_events();
+    let event = events
+        .iter()
+        .find(|e| e["columns"]["primary_color"]["value"] == color)
+        .unwrap_or_else(|| panic!("no change event with {color}: {events:#?}"));
+    support::lsn(event["origin"]["lsn"].as_str().expect("origin.lsn"))
+}
+
+/// Status updates are a minute apart here, so only the stop itself can
+/// confirm the last changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_confirms_the_last_changes_and_leaves_no_offset_uncommitted() {
+    let env = TestEnv::new("sigterm", 1).await;
+    env.replace_in_config("status_interval_ms = 200", "status_interval_ms = 60000");
+    let mut bridge = env.start_bridge();
+    support::wait_streaming(&bridge, 2).await;
+    support::set_tenant_color(&env, 0, "#e00001").await;
+    eventually("the tenant change on the landlord", || async {
+        (support::landlord_color(&env, 0).await.as_deref() == Some("#e00001")).then_some(())
+    })
+    .await;
+    support::set_landlord_color(&env, 0, "#e00002").await;
+    eventually("the landlord change on the tenant", || async {
+        (support::tenant_color(&env, 0).await.as_deref() == Some("#e00002")).then_some(())
+    })
+    .await;
+    let slots = [
+        (env.tenant(0).await, commit_of(&env, "#e00001")),
+        (env.landlord().await, commit_of(&env, "#e00002")),
+    ];
+    for (client, commit) in &slots {
+        let confirmed = support::confirmed_lsn(client).await.unwrap();
+        assert!(
+            confirmed <= *commit,
+            "confirmed before the stop ({} past {}): the test would prove nothing",
+            support::lsn_text(confirmed),
+            support::lsn_text(*commit)
+        );
+    }
+
+    let status = bridge.stop();
+    assert!(status.success(), "{}", bridge.log_text());
+    assert_eq!(
+        bridge.log_lines_with(&["reader stopped cleanly"]),
+        2,
+        "{}",
+        bridge.log_text()
+    );
+    for (client, commit) in &slots {
+        let confirmed = support::confirmed_lsn(client).await.unwrap();
+        assert!(
+            confirmed > *commit,
+            "the stop confirmed the last change: {} confirmed, its commit at {}",
+            support::lsn_text(confirmed),
+            support::lsn_text(*commit)
+        );
+    }
+    assert!(
+        env.topic.consumed_to_end_by(&env.consumer_group()),
+        "every applied offset committed"
+    );
+}

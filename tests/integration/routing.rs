@@ -2,7 +2,7 @@
 //! direction (cutover, rollback, pause and resume).
 
 use crate::support::{
-    confirmed_lsn, current_lsn, dsn, eventually, landlord_color, offset, pg_port,
+    confirmed_lsn, current_lsn, dsn, eventually, landlord_color, lsn_text, offset, pg_port,
     set_landlord_color, set_tenant_color, tenant_color, wait_streaming, Bridge, OwnPostgres,
     TestEnv, TENANT_SCHEMA,
 };
@@ -107,7 +107,9 @@ async fn a_deactivated_tenant_stops_syncing_and_keeps_its_slot() {
     let confirmed = confirmed_lsn(&inactive).await.unwrap();
     assert!(
         confirmed <= before_write,
-        "the write made after the stop was never read: confirmed {confirmed:X}, write after {before_write:X}"
+        "the write made after the stop was never read: {} confirmed, the write after {}",
+        lsn_text(confirmed),
+        lsn_text(before_write)
     );
     assert_eq!(
         landlord_color(&env, 1).await.as_deref(),

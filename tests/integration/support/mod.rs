@@ -39,7 +39,8 @@ pub(crate) use bridge::{http_request, sample, wait_streaming, Bridge};
 pub(crate) use env::TestEnv;
 pub(crate) use kafka::kafka_brokers;
 pub(crate) use postgres::{
-    confirmed_lsn, connect, current_lsn, dsn, lsn, pg_port, LANDLORD_SCHEMA, TENANT_SCHEMA,
+    confirmed_lsn, connect, current_lsn, dsn, lsn, lsn_text, pg_port, LANDLORD_SCHEMA,
+    TENANT_SCHEMA,
 };
 pub(crate) use stack::{offset, OwnKafka, OwnPostgres};
 

@@ -76,3 +76,8 @@ pub(crate) async fn confirmed_lsn(client: &Client) -> Option<u64> {
         .unwrap()?;
     row.get::<_, Option<String>>(0).map(|text| lsn(&text))
 }
+
+/// An LSN in PostgreSQL's `X/X` text form, for messages.
+pub(crate) fn lsn_text(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}

@@ -10,7 +10,7 @@
 
 use super::env::TestEnv;
 use super::eventually;
-use super::postgres::{confirmed_lsn, current_lsn, lsn};
+use super::postgres::{confirmed_lsn, current_lsn, lsn, lsn_text};
 
 impl TestEnv {
     /// The applier's consumer group (see `write_config`).
@@ -34,7 +34,7 @@ impl TestEnv {
     pub(crate) async fn wait_confirmed_now(&self, database: &str) {
         let client = super::connect(database).await;
         let target = current_lsn(&client).await;
-        let what = format!("the slot of {database} confirmed past {target:X}");
+        let what = format!("the slot of {database} confirmed past {}", lsn_text(target));
         eventually(&what, || async {
             confirmed_lsn(&client)
                 .await
@@ -78,7 +78,10 @@ impl TestEnv {
             let sent: Option<String> = row.get(0);
             Some((sent.map(|s| lsn(&s))?, row.get::<_, Option<String>>(1)))
         };
-        let what = format!("the server sent the reader of {database} the WAL up to {upto:X}");
+        let what = format!(
+            "the server sent the reader of {database} the WAL up to {}",
+            lsn_text(upto)
+        );
         let mut reply = eventually(&what, || async {
             status()
                 .await
