@@ -16,6 +16,8 @@
 //! * `brandings`: reading and writing the synced rows on either side.
 //! * `bridge`: the `cdc-bridge run` process, its log and HTTP endpoint.
 //! * `kafka`: a `Topic` on a given broker, read back or produced to.
+//! * `oracle`: the production conflict rule, deciding which write a test
+//!   must find on both sides.
 //! * `stack`: servers of a single test's own ([`OwnKafka`], [`OwnPostgres`]).
 //! * `quiet`: markers that nothing more is on its way (slots confirmed,
 //!   the applier at the end of the topic), for checks that something did
@@ -25,6 +27,7 @@ mod brandings;
 mod bridge;
 mod env;
 mod kafka;
+mod oracle;
 mod postgres;
 mod quiet;
 mod stack;
@@ -38,6 +41,7 @@ pub(crate) use brandings::{
 pub(crate) use bridge::{http_request, sample, wait_streaming, Bridge};
 pub(crate) use env::TestEnv;
 pub(crate) use kafka::kafka_brokers;
+pub(crate) use oracle::{keep_newest, Write, VERSION_MICROS};
 pub(crate) use postgres::{
     confirmed_lsn, connect, current_lsn, dsn, lsn, lsn_text, pg_port, LANDLORD_SCHEMA,
     TENANT_SCHEMA,
