@@ -1,6 +1,8 @@
 //! Both directions, loop prevention and last-writer-wins, on real
 //! PostgreSQL and real Kafka.
 
+use std::collections::BTreeSet;
+
 use crate::support::{
     self, eventually, log_writes, sample, wait_streaming, write_count, Bridge, TestEnv,
 };
@@ -274,5 +276,58 @@ async fn tombstones_older_than_the_retention_are_removed() {
         },
     )
     .await;
+    assert!(bridge.stop().success(), "{}", bridge.log_text());
+}
+
+/// Both sides change the row while the bridge is stopped, each in a session
+/// whose clock is a century behind: the triggers then stamp the row's
+/// previous version plus 1 µs, so both changes carry the same version, and
+/// only the tie-break (tenant over landlord) decides.
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_of_equal_version_from_both_sides_resolve_to_the_tenants_on_both() {
+    let env = TestEnv::new("tiebreak", 1).await;
+    support::set_tenant_color(&env, 0, "#a10000").await;
+    let mut bridge = env.start_bridge();
+    landlord_has(&env, Some("#a10000")).await;
+    assert!(bridge.stop().success(), "{}", bridge.log_text());
+
+    let behind = "SET cdc_bridge.clock_offset = '-100 years';";
+    env.tenant(0)
+        .await
+        .batch_execute(&format!(
+            "{behind} UPDATE tenant_brandings SET primary_color = '#a1000t' WHERE id = 1"
+        ))
+        .await
+        .unwrap();
+    env.landlord()
+        .await
+        .batch_execute(&format!(
+            "{behind} UPDATE tenant_brandings SET primary_color = '#a1000l' WHERE tenant_db_id = 1"
+        ))
+        .await
+        .unwrap();
+    let (t, l) = (
+        env.tenant_row(0).await.unwrap(),
+        env.landlord_row(0).await.unwrap(),
+    );
+    let version = t.text("cdc_version");
+    assert_eq!(version, l.text("cdc_version"), "a tie: {t:?} {l:?}");
+
+    let mut bridge = env.start_bridge();
+    let both: BTreeSet<String> = ["#a1000t", "#a1000l"].map(String::from).into();
+    env.topic.wait_colors(&both, "both changes in Kafka").await;
+    env.wait_settled().await;
+    for (side, row) in [
+        ("tenant", env.tenant_row(0).await),
+        ("landlord", env.landlord_row(0).await),
+    ] {
+        let row = row.unwrap_or_else(|| panic!("the {side} row is gone"));
+        assert_eq!(
+            (row.text("primary_color"), row.text("cdc_source")),
+            (Some("#a1000t".to_string()), Some("tenant".to_string())),
+            "the tenant's change wins the tie on the {side} side: {row:?}"
+        );
+        assert_eq!(row.text("cdc_version"), version, "with the tied version");
+    }
     assert!(bridge.stop().success(), "{}", bridge.log_text());
 }
