@@ -169,6 +169,25 @@ impl Bridge {
     }
 }
 
+/// Runs `cdc-bridge --config <config> <args>` to completion, returning
+/// (success, stdout and stderr).
+pub(crate) fn bridge_command(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_cdc-bridge"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
 impl Drop for Bridge {
     fn drop(&mut self) {
         self.kill();

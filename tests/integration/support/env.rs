@@ -2,7 +2,6 @@
 //! configuration that connects them.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use tokio_postgres::Client;
 
@@ -205,19 +204,6 @@ listen = ""
         args: &[&str],
         env: &[(&str, &str)],
     ) -> (bool, String) {
-        let output = Command::new(env!("CARGO_BIN_EXE_cdc-bridge"))
-            .arg("--config")
-            .arg(&self.config_path)
-            .args(args)
-            .env("NO_COLOR", "1")
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        (output.status.success(), text)
+        super::bridge::bridge_command(&self.config_path, args, env)
     }
 }

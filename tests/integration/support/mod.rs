@@ -38,7 +38,7 @@ pub(crate) use brandings::Row;
 pub(crate) use brandings::{
     landlord_color, log_writes, set_landlord_color, set_tenant_color, tenant_color, write_count,
 };
-pub(crate) use bridge::{http_request, sample, wait_streaming, Bridge};
+pub(crate) use bridge::{bridge_command, http_request, sample, wait_streaming, Bridge};
 pub(crate) use env::TestEnv;
 pub(crate) use kafka::kafka_brokers;
 pub(crate) use oracle::{keep_newest, Write, VERSION_MICROS};
