@@ -21,5 +21,6 @@ mod pipeline;
 mod races;
 mod restart;
 mod routing;
+mod secrets;
 mod slots;
 mod tls;
