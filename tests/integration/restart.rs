@@ -1,6 +1,8 @@
 //! Stopping and crashing the bridge during a stream of writes loses nothing.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::{self, eventually, TestEnv};
@@ -15,34 +17,50 @@ async fn stopping_and_killing_the_bridge_during_writes_loses_no_write() {
     support::wait_streaming(&bridge, 2).await;
 
     let writes = 600u32;
+    let done = Arc::new(AtomicU32::new(0));
     let database = env.tenants[0].database.clone();
-    let writer = tokio::spawn(async move {
-        let client = support::connect(&database).await;
-        for i in 1..=writes {
-            let color = format!("#{i:06}");
-            client
-                .execute(
-                    "UPDATE tenant_brandings SET primary_color = $1 WHERE id = 1",
-                    &[&color],
-                )
-                .await
-                .unwrap();
-            tokio::time::sleep(Duration::from_millis(5)).await;
+    let writer = tokio::spawn({
+        let done = Arc::clone(&done);
+        async move {
+            let client = support::connect(&database).await;
+            for i in 1..=writes {
+                let color = format!("#{i:06}");
+                client
+                    .execute(
+                        "UPDATE tenant_brandings SET primary_color = $1 WHERE id = 1",
+                        &[&color],
+                    )
+                    .await
+                    .unwrap();
+                done.store(i, Ordering::SeqCst);
+                // A steady stream, not a burst.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
     });
+    let after_write = |n: u32| {
+        let done = Arc::clone(&done);
+        async move {
+            eventually(&format!("write {n} made"), || async {
+                (done.load(Ordering::SeqCst) >= n).then_some(())
+            })
+            .await
+        }
+    };
 
-    // A clean stop and a crash, each followed by a restart, while writes go on.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // A clean stop and a crash, each followed by a restart, while writes
+    // go on (also while the bridge is down).
+    after_write(100).await;
     assert!(
         bridge.stop().success(),
         "clean stop failed: {}",
         bridge.log_text()
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    after_write(150).await;
     bridge = env.start_bridge();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    after_write(300).await;
     bridge.kill();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    after_write(350).await;
     bridge = env.start_bridge();
     writer.await.unwrap();
 
