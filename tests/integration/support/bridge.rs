@@ -18,17 +18,6 @@ impl Bridge {
     /// Starts `cdc-bridge run` with `config`; the log goes to a new file in
     /// `log_dir`.
     pub(crate) fn start(config: &Path, log_dir: &Path) -> Bridge {
-        Bridge::start_with(config, log_dir, &[], &[])
-    }
-
-    /// `start`, with more arguments of `run` (`--role reader`) and more
-    /// environment variables.
-    pub(crate) fn start_with(
-        config: &Path,
-        log_dir: &Path,
-        args: &[&str],
-        env: &[(&str, &str)],
-    ) -> Bridge {
         let n = std::fs::read_dir(log_dir).map(|d| d.count()).unwrap_or(0);
         let log = log_dir.join(format!("bridge-{n}.log"));
         let file = std::fs::File::create(&log).unwrap();
@@ -36,9 +25,7 @@ impl Bridge {
             .arg("--config")
             .arg(config)
             .arg("run")
-            .args(args)
             .env("RUST_LOG", "info,cdc_bridge=debug,rdkafka=warn")
-            .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file))
