@@ -5,6 +5,7 @@
 
 mod duration;
 mod env;
+mod parse_error;
 mod secret;
 mod sections;
 mod validate;
@@ -87,8 +88,10 @@ impl Config {
         Ok(config)
     }
 
+    /// The file's contents as a configuration; an error never quotes them
+    /// (see `parse_error`).
     pub fn parse(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        toml::from_str(text).map_err(|e| parse_error::describe(text, &e))
     }
 
     /// Whether a column carries row data that the applier copies: not a key,

@@ -9,7 +9,11 @@ use crate::runtime::retry::{Classify, ErrorClass};
 /// A failure talking to one database, naming which one.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("cannot connect to database {database} ({dsn}): {}; check the DSN and that the server is up", describe(source))]
+    #[error(
+        "cannot connect to database {database} ({dsn}): {}; {}",
+        describe(source),
+        connect_advice(source)
+    )]
     Connect {
         database: String,
         dsn: String,
@@ -57,12 +61,48 @@ impl Classify for DbError {
 }
 
 /// The server's own message (and SQLSTATE) of an error; tokio-postgres
-/// prints only "db error" for those.
+/// prints only "db error" for those. Any other error is printed with its
+/// causes, which tokio-postgres leaves out ("error performing TLS
+/// handshake" alone does not say that the certificate was refused).
 pub fn describe(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        None => error.to_string(),
+    if let Some(db) = error.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
     }
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(error) = cause {
+        text.push_str(&format!(": {error}"));
+        cause = error.source();
+    }
+    text
+}
+
+/// What to check when a connection failed: the TLS settings when the
+/// server's certificate was refused, else the DSN and the server.
+fn connect_advice(error: &tokio_postgres::Error) -> &'static str {
+    if refused_by_tls(error) {
+        "check postgres.tls_root_cert (the CA that signed the server's certificate) and that the DSN's host is a name the certificate carries"
+    } else {
+        "check the DSN and that the server is up"
+    }
+}
+
+/// Whether a TLS error is among the causes (rustls hands it over inside an
+/// I/O error, whose `source` skips it).
+fn refused_by_tls(error: &tokio_postgres::Error) -> bool {
+    let mut cause = std::error::Error::source(error);
+    while let Some(error) = cause {
+        let inner = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref());
+        let tls = error.downcast_ref::<rustls::Error>().is_some()
+            || inner.is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+        if tls {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// Whether retrying can help, from the SQLSTATE (never the message text);

@@ -1,7 +1,9 @@
 //! The command line: setup is idempotent, dry-run touches nothing, bad
 //! configuration fails at start naming the key.
 
-use crate::support::{dsn, offset, pg_port, OwnPostgres, TestEnv};
+use tokio_postgres::Client;
+
+use crate::support::{dsn, offset, pg_port, wait_streaming, OwnPostgres, TestEnv};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn setup_is_idempotent_and_installs_the_publication() {
@@ -34,18 +36,38 @@ async fn setup_dry_run_prints_the_sql_and_changes_nothing() {
     let env = TestEnv::new("dryrun", 1).await;
     let (ok, output) = env.bridge_command(&["setup", "--dry-run"]);
     assert!(ok, "{output}");
-    assert!(
-        output.contains("CREATE PUBLICATION \"cdc_bridge_pub\""),
-        "{output}"
-    );
-    assert!(output.contains("REPLICA IDENTITY FULL"), "{output}");
-    let publications = env
-        .tenant(0)
-        .await
-        .query_one("SELECT count(*) FROM pg_publication", &[])
-        .await
-        .unwrap();
-    assert_eq!(publications.get::<_, i64>(0), 0);
+    let (landlord_sql, tenant_sql) = output
+        .split_once("-- ===== every tenant database =====")
+        .unwrap_or_else(|| panic!("no tenant section: {output}"));
+    for landlord_only in ["tenant_directions", "installed_databases", "('apply_token'"] {
+        assert!(
+            landlord_sql.contains(landlord_only) && !tenant_sql.contains(landlord_only),
+            "{landlord_only} is set up in the landlord only: {output}"
+        );
+    }
+    for both in [
+        "CREATE PUBLICATION \"cdc_bridge_pub\"",
+        "REPLICA IDENTITY FULL",
+    ] {
+        assert!(
+            landlord_sql.contains(both) && tenant_sql.contains(both),
+            "{both} on both sides: {output}"
+        );
+    }
+    let dead_letters = env.topic.dead_letters();
+    for topic in [&env.topic, &dead_letters] {
+        assert!(
+            output.contains(&format!("create topic {} ", topic.name)),
+            "{output}"
+        );
+    }
+
+    for client in [env.tenant(0).await, env.landlord().await] {
+        assert_eq!(bridge_objects(&client).await, 0, "nothing installed");
+    }
+    for topic in [&env.topic, &dead_letters] {
+        assert!(!topic.exists(), "topic {topic} not created");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -57,25 +79,53 @@ async fn an_unknown_configuration_key_fails_at_start_naming_it() {
     assert!(output.contains("bogus"), "names the key: {output}");
 }
 
+/// What the bridge installed (or left) in a database: publications, its
+/// schema, triggers, its columns, a replica identity other than the
+/// default, replication slots.
+async fn bridge_objects(client: &Client) -> i64 {
+    client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_publication)
+                  + (SELECT count(*) FROM pg_namespace WHERE nspname = 'cdc_bridge')
+                  + (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'cdc_bridge%')
+                  + (SELECT count(*) FROM information_schema.columns WHERE column_name IN ('cdc_source', 'cdc_version'))
+                  + (SELECT count(*) FROM pg_class WHERE relname = 'tenant_brandings' AND relreplident <> 'd')
+                  + (SELECT count(*) FROM pg_replication_slots WHERE database = current_database())",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn teardown_removes_everything_setup_installed() {
-    let env = TestEnv::new("teardown", 1).await;
-    let (ok, output) = env.bridge_command(&["setup"]);
-    assert!(ok, "{output}");
+async fn teardown_after_a_run_leaves_nothing_in_any_database_also_of_an_inactive_tenant() {
+    let env = TestEnv::new("teardown", 2).await;
+    let mut bridge = env.start_bridge();
+    wait_streaming(&bridge, 3).await;
+    assert!(bridge.stop().success(), "{}", bridge.log_text());
+    env.landlord()
+        .await
+        .execute("UPDATE tenants SET status = 'inactive' WHERE id = 2", &[])
+        .await
+        .unwrap();
+    let clients = [
+        env.tenant(0).await,
+        env.tenant(1).await,
+        env.landlord().await,
+    ];
+    for client in &clients {
+        assert!(bridge_objects(client).await >= 6, "installed and streamed");
+    }
+
     let (ok, output) = env.bridge_command(&["teardown", "--drop-slots"]);
     assert!(ok, "teardown failed: {output}");
-    for client in [env.tenant(0).await, env.landlord().await] {
-        let row = client
-            .query_one(
-                "SELECT (SELECT count(*) FROM pg_publication)
-                      + (SELECT count(*) FROM pg_namespace WHERE nspname = 'cdc_bridge')
-                      + (SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'cdc_bridge%')
-                      + (SELECT count(*) FROM information_schema.columns WHERE column_name IN ('cdc_source', 'cdc_version'))",
-                &[],
-            )
-            .await
-            .unwrap();
-        assert_eq!(row.get::<_, i64>(0), 0, "nothing of the bridge is left");
+    for client in &clients {
+        assert_eq!(
+            bridge_objects(client).await,
+            0,
+            "nothing of the bridge is left"
+        );
     }
 }
 

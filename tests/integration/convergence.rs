@@ -7,35 +7,18 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cdc_bridge::model::conflict::{decide, Decision, TargetState, Version};
 use cdc_bridge::model::Side;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_postgres::Client;
 
-use crate::support::{self, eventually, wait_streaming, TestEnv};
+use crate::support::{
+    self, eventually, keep_newest, wait_streaming, TestEnv, Write, VERSION_MICROS,
+};
 
 const TENANTS: usize = 20;
 const ROUNDS: usize = 12;
-
-/// One application write that took effect: its version and the colour it
-/// left (`None` for a delete).
-#[derive(Clone, Debug)]
-struct Write {
-    version: Version,
-    color: Option<String>,
-}
-
-/// What the target holds after `best`, as the conflict rule sees it.
-fn as_target(best: &Write) -> TargetState {
-    match best.color {
-        Some(_) => TargetState::Row(best.version),
-        None => TargetState::Tombstone(best.version),
-    }
-}
-
-const VERSION_MICROS: &str = "(extract(epoch from cdc_version) * 1000000)::bigint";
 
 async fn tenant_write(
     client: &Client,
@@ -125,10 +108,7 @@ async fn write(
     };
     tokio::time::sleep(hold).await;
     client.batch_execute("COMMIT").await.unwrap();
-    result.map(|(micros, color)| Write {
-        version: Version { micros, side },
-        color,
-    })
+    result.map(|(micros, color)| Write::new(micros, side, color))
 }
 
 /// (present, color, version µs, source) of a row.
@@ -153,7 +133,7 @@ async fn concurrent_writes_on_both_sides_converge_to_the_newest_version() {
     wait_streaming(&bridge, TENANTS + 1).await;
 
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut winners: HashMap<usize, Write> = HashMap::new();
+    let mut winners: HashMap<usize, Option<Write>> = HashMap::new();
     let landlord = env.landlord().await;
     let tenants: Vec<Client> = futures_join(&env).await;
     for round in 0..ROUNDS {
@@ -187,10 +167,7 @@ async fn concurrent_writes_on_both_sides_converge_to_the_newest_version() {
         for task in tasks {
             let (index, tw, lw) = task.await.unwrap();
             for w in [tw, lw].into_iter().flatten() {
-                let best = winners.entry(index).or_insert_with(|| w.clone());
-                if decide(w.version, as_target(best)) == Decision::Apply {
-                    *best = w;
-                }
+                keep_newest(winners.entry(index).or_default(), w);
             }
         }
     }
@@ -208,16 +185,10 @@ async fn concurrent_writes_on_both_sides_converge_to_the_newest_version() {
             (t == l).then_some(t)
         })
         .await;
-        let Some(winner) = winners.get(&index) else {
+        let Some(Some(winner)) = winners.get(&index) else {
             continue;
         };
-        let expected = winner.color.as_ref().map(|color| {
-            (
-                Some(color.clone()),
-                winner.version.micros,
-                winner.version.side.as_str().to_string(),
-            )
-        });
+        let expected = winner.expected_row();
         assert_eq!(
             converged, expected,
             "tenant {index}: the newest (version, side) wins (seed {seed})"

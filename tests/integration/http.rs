@@ -59,7 +59,7 @@ async fn changing_a_direction_over_http_requires_the_token() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn read_endpoints_can_require_the_token_and_state_changes_are_off_without_one() {
+async fn metrics_and_health_can_require_the_token_and_state_changes_are_off_without_one() {
     let env = TestEnv::new("httpread", 1).await;
     env.set_http("token = \"t\"\nprotect_read_endpoints = true");
     let mut bridge = env.start_bridge();
@@ -76,6 +76,23 @@ async fn read_endpoints_can_require_the_token_and_state_changes_are_off_without_
         allowed.contains(" 200 ") && allowed.contains("cdc_kafka_up"),
         "{allowed}"
     );
+    let health_denied = http_request(port, "GET", "/health", None, "")
+        .await
+        .unwrap();
+    assert!(health_denied.contains(" 401 "), "{health_denied}");
+    let health_wrong = http_request(port, "GET", "/health", Some("guess"), "")
+        .await
+        .unwrap();
+    assert!(health_wrong.contains(" 401 "), "{health_wrong}");
+    // Healthy once Kafka answered; with the token the answer is the real one.
+    wait_streaming(&bridge, 2).await;
+    let health = eventually("healthy, with the token", || async {
+        http_request(port, "GET", "/health", Some("t"), "")
+            .await
+            .filter(|r| r.contains(" 200 "))
+    })
+    .await;
+    assert!(health.contains("ok"), "{health}");
     assert!(bridge.stop().success(), "{}", bridge.log_text());
 
     env.write_config("");

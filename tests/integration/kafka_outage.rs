@@ -7,24 +7,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::support::{
-    eventually, eventually_within, http_request, landlord_color, offset, set_tenant_color,
-    wait_streaming, OwnKafka, TestEnv,
+    confirmed_lsn, current_lsn, eventually, eventually_within, http_request, landlord_color, lsn,
+    lsn_text, offset, set_tenant_color, wait_streaming, OwnKafka, TestEnv,
 };
-
-/// An LSN as a number, from PostgreSQL's `X/X` text form.
-fn lsn(text: &str) -> u64 {
-    let (high, low) = text.split_once('/').expect("an LSN is X/X");
-    (u64::from_str_radix(high, 16).unwrap() << 32) | u64::from_str_radix(low, 16).unwrap()
-}
-
-async fn confirmed_lsn(env: &TestEnv) -> String {
-    env.tenant(0)
-        .await
-        .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE database = current_database()", &[])
-        .await
-        .unwrap()
-        .get(0)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kafka_outage_degrades_health_confirms_nothing_new_and_catches_up() {
@@ -62,10 +47,15 @@ async fn a_kafka_outage_degrades_health_confirms_nothing_new_and_catches_up() {
             .filter(|r| r.contains(" 503 ") && r.contains("Kafka unreachable"))
     })
     .await;
-    // Time to confirm what it must not, if it would. The confirmed position
-    // only moves forward, so this is the furthest it got during the outage.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let confirmed_in_outage = confirmed_lsn(&env).await;
+    bridge.wait_metric("cdc_kafka_up", |up| up == 0.0).await;
+    // The reader got the outage writes and reported its position since: if
+    // it confirmed what Kafka has not acknowledged, it has by now. The
+    // confirmed position only moves forward, so this is the furthest it
+    // got during the outage.
+    let tenant_db = &env.tenants[0].database;
+    let after_writes = current_lsn(&env.tenant(0).await).await;
+    env.wait_reader_answered_past(tenant_db, after_writes).await;
+    let confirmed_in_outage = confirmed_lsn(&env.tenant(0).await).await.unwrap();
 
     kafka.start();
     // The restarted broker reloads its coordinators first; allow for it.
@@ -82,6 +72,7 @@ async fn a_kafka_outage_degrades_health_confirms_nothing_new_and_catches_up() {
             .filter(|r| r.contains(" 200 "))
     })
     .await;
+    bridge.wait_metric("cdc_kafka_up", |up| up == 1.0).await;
 
     // Nothing undelivered was confirmed: the slot stayed at or before the
     // first outage write's commit. (Other tests write to the same server
@@ -103,8 +94,9 @@ async fn a_kafka_outage_degrades_health_confirms_nothing_new_and_catches_up() {
         .min_by_key(|commit| lsn(commit))
         .unwrap();
     assert!(
-        lsn(&confirmed_in_outage) <= lsn(&first_outage_commit),
-        "nothing undelivered is confirmed: {confirmed_in_outage} confirmed during the outage, past the first outage commit at {first_outage_commit}"
+        confirmed_in_outage <= lsn(&first_outage_commit),
+        "nothing undelivered is confirmed: {} confirmed during the outage, past the first outage commit at {first_outage_commit}",
+        lsn_text(confirmed_in_outage)
     );
     assert!(bridge.stop().success(), "{}", bridge.log_text());
 }

@@ -248,6 +248,41 @@ async fn silent_tenant_servers_never_stall_the_other_tenants() {
     frozen.store(false, Ordering::SeqCst);
 }
 
+/// Waits until the walsender of the database's slot has a status update
+/// sent `span` after now, from the very connection streaming now; fails at
+/// once if that connection is gone (the server dropped a silent reader).
+async fn wait_still_answering(client: &tokio_postgres::Client, span: &str) {
+    let sql = "SELECT r.pid, r.reply_time >= $1::text::timestamptz
+                 FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid
+                WHERE s.database = current_database()";
+    let until: String = client
+        .query_one(
+            "SELECT (clock_timestamp() + $1::text::interval)::text",
+            &[&span],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let walsender = |row: Option<tokio_postgres::Row>| {
+        let row = row.expect("the reader's connection is gone");
+        (
+            row.get::<_, i32>(0),
+            row.get::<_, Option<bool>>(1) == Some(true),
+        )
+    };
+    let (pid, _) = walsender(client.query_opt(sql, &[&until]).await.unwrap());
+    eventually_within(
+        Duration::from_secs(30),
+        &format!("a status update {span} from now"),
+        || async {
+            let (now_pid, answered) = walsender(client.query_opt(sql, &[&until]).await.unwrap());
+            assert_eq!(now_pid, pid, "the reader's connection was replaced");
+            answered.then_some(())
+        },
+    )
+    .await;
+}
+
 /// Kafka goes away while a burst is streamed: the reader's queue fills and
 /// it stops reading, but it keeps confirming to the server (no
 /// `wal_sender_timeout` disconnect) and stops within 20 s on SIGTERM.
@@ -287,8 +322,9 @@ async fn a_reader_blocked_by_kafka_stays_connected_and_stops_on_sigterm() {
         )
         .await
         .unwrap();
-    // Well past the sender timeout with the queue full.
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Twice the sender timeout with the queue full, the same connection
+    // still answers.
+    wait_still_answering(&env.tenant(0).await, "7 seconds").await;
     let database = &env.tenants[0].database;
     let starts = bridge
         .log_text()

@@ -23,5 +23,6 @@ mod races;
 mod replay;
 mod restart;
 mod routing;
+mod secrets;
 mod slots;
 mod tls;

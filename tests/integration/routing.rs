@@ -1,14 +1,11 @@
 //! Tenant discovery at runtime, several PostgreSQL servers, and per-tenant
 //! direction (cutover, rollback, pause and resume).
 
-use std::time::Duration;
-
 use crate::support::{
-    dsn, eventually, landlord_color, offset, pg_port, set_landlord_color, set_tenant_color,
-    tenant_color, wait_streaming, OwnPostgres, TestEnv, TENANT_SCHEMA,
+    confirmed_lsn, current_lsn, dsn, eventually, landlord_color, lsn_text, offset, pg_port,
+    set_landlord_color, set_tenant_color, tenant_color, wait_streaming, Bridge, OwnPostgres,
+    TestEnv, TENANT_SCHEMA,
 };
-
-const SETTLE: Duration = Duration::from_millis(2500);
 
 async fn wait_landlord(env: &TestEnv, index: usize, color: &str) {
     eventually(&format!("landlord row {index} = {color}"), || async {
@@ -60,7 +57,7 @@ async fn a_tenant_added_while_running_is_synced_with_its_existing_rows_both_ways
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deactivated_tenant_stops_syncing_and_keeps_its_slot() {
-    let env = TestEnv::new("deactivate", 2).await;
+    let mut env = TestEnv::new("deactivate", 2).await;
     set_tenant_color(&env, 0, "#0a0000").await;
     set_tenant_color(&env, 1, "#0b0000").await;
     let mut bridge = env.start_bridge();
@@ -82,25 +79,43 @@ async fn a_deactivated_tenant_stops_syncing_and_keeps_its_slot() {
         bridge.log_text().contains(&stopped).then_some(())
     })
     .await;
+    let inactive = env.tenant(1).await;
+    let before_write = current_lsn(&inactive).await;
     set_tenant_color(&env, 1, "#0b0001").await;
     set_tenant_color(&env, 0, "#0a0001").await;
     wait_landlord(&env, 0, "#0a0001").await;
-    tokio::time::sleep(SETTLE).await;
+
+    // Markers: a tenant registered after the write starts streaming (the
+    // registry was read again, and did not restart the inactive one), and
+    // the applier handled everything in the topic.
+    let third = env.add_tenant_database().await;
+    env.register(&third).await;
+    wait_streaming(&bridge, 4).await;
+    env.wait_applier_caught_up().await;
+    let slot: (i64, bool) = {
+        let row = inactive
+            .query_one(
+                "SELECT count(*), coalesce(bool_or(active), false) FROM pg_replication_slots
+                  WHERE database = current_database()",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(slot, (1, false), "the slot is kept, and nobody streams it");
+    let confirmed = confirmed_lsn(&inactive).await.unwrap();
+    assert!(
+        confirmed <= before_write,
+        "the write made after the stop was never read: {} confirmed, the write after {}",
+        lsn_text(confirmed),
+        lsn_text(before_write)
+    );
     assert_eq!(
         landlord_color(&env, 1).await.as_deref(),
         Some("#0b0000"),
         "inactive tenant not synced"
     );
-    let slots = env
-        .tenant(1)
-        .await
-        .query_one(
-            "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(slots.get::<_, i64>(0), 1, "the slot is kept");
     assert!(bridge.stop().success(), "{}", bridge.log_text());
 }
 
@@ -187,12 +202,13 @@ async fn direction_switches_pause_and_resume_at_runtime_lose_nothing() {
     };
 
     // Cutover to tenant → landlord only: landlord edits stay on the landlord.
+    let seen = reconciled(&bridge, "to_landlord");
     direction(&["set", "1", "to-landlord"]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_reconciled(&bridge, "to_landlord", seen).await;
     set_tenant_color(&env, 0, "#d00001").await;
     wait_landlord(&env, 0, "#d00001").await;
     set_landlord_color(&env, 0, "#d00002").await;
-    tokio::time::sleep(SETTLE).await;
+    env.wait_settled().await;
     assert_eq!(
         tenant_color(&env, 0).await.as_deref(),
         Some("#d00001"),
@@ -204,10 +220,11 @@ async fn direction_switches_pause_and_resume_at_runtime_lose_nothing() {
     wait_tenant(&env, 0, "#d00002").await;
 
     // Pause every tenant, write on the tenant, resume: it catches up.
+    let seen = reconciled(&bridge, "paused");
     direction(&["set", "all", "paused"]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_reconciled(&bridge, "paused", seen).await;
     set_tenant_color(&env, 0, "#d00003").await;
-    tokio::time::sleep(SETTLE).await;
+    env.wait_settled().await;
     assert_eq!(
         landlord_color(&env, 0).await.as_deref(),
         Some("#d00002"),
@@ -216,6 +233,60 @@ async fn direction_switches_pause_and_resume_at_runtime_lose_nothing() {
     direction(&["set", "all", "both"]);
     wait_landlord(&env, 0, "#d00003").await;
     assert!(bridge.stop().success(), "{}", bridge.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_set_to_tenant_receives_landlord_changes_and_sends_none() {
+    let env = TestEnv::new("totenant", 1).await;
+    for command in [&["setup"][..], &["direction", "set", "1", "to-tenant"]] {
+        let (ok, output) = env.bridge_command(command);
+        assert!(ok, "{output}");
+    }
+    let mut bridge = env.start_bridge();
+    wait_streaming(&bridge, 2).await;
+    set_landlord_color(&env, 0, "#c00001").await;
+    wait_tenant(&env, 0, "#c00001").await;
+
+    set_tenant_color(&env, 0, "#c00002").await;
+    // Marker: the tenant's change is in the topic and the applier has
+    // handled everything there.
+    let change = ["#c00002".to_string()].into();
+    env.topic
+        .wait_colors(&change, "the tenant's change in Kafka")
+        .await;
+    env.wait_applier_caught_up().await;
+    assert_eq!(
+        landlord_color(&env, 0).await.as_deref(),
+        Some("#c00001"),
+        "a tenant change does not reach the landlord in to_tenant"
+    );
+    // Landlord changes keep arriving.
+    set_landlord_color(&env, 0, "#c00003").await;
+    wait_tenant(&env, 0, "#c00003").await;
+    assert!(bridge.stop().success(), "{}", bridge.log_text());
+}
+
+/// Log lines saying the applier reconciled tenant 1 in `direction` (it
+/// does on every direction change it picks up).
+fn reconciled_lines(direction: &str) -> [String; 3] {
+    [
+        "tenant reconciled".to_string(),
+        "tenant=1".to_string(),
+        format!("direction=\"{direction}\""),
+    ]
+}
+
+fn reconciled(bridge: &Bridge, direction: &str) -> usize {
+    let lines = reconciled_lines(direction);
+    bridge.log_lines_with(&lines.each_ref().map(String::as_str))
+}
+
+/// Waits for one more such line than the `seen` counted before the change.
+async fn wait_reconciled(bridge: &Bridge, direction: &str, seen: usize) {
+    let lines = reconciled_lines(direction);
+    bridge
+        .wait_log_lines(&lines.each_ref().map(String::as_str), seen + 1)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,7 +1,8 @@
 //! TLS to PostgreSQL: with `sslmode=require` and `postgres.tls_root_cert`,
 //! the replication and ordinary connections use TLS and verify the server.
 //! The cluster here rejects the bridge's role on plain TCP, so syncing at
-//! all proves TLS.
+//! all proves TLS; a certificate from another CA, or for another host
+//! name, is refused.
 
 use std::path::Path;
 use std::process::Command;
@@ -9,7 +10,8 @@ use std::process::Command;
 use tokio_postgres::Client;
 
 use crate::support::{
-    eventually, kafka_brokers, offset, Bridge, OwnPostgres, LANDLORD_SCHEMA, TENANT_SCHEMA,
+    bridge_command, eventually, kafka_brokers, offset, Bridge, OwnPostgres, LANDLORD_SCHEMA,
+    TENANT_SCHEMA,
 };
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -22,17 +24,23 @@ fn openssl(dir: &Path, args: &[&str]) {
     assert!(status.success(), "openssl {args:?}");
 }
 
-/// A CA and a server certificate for 127.0.0.1 signed by it.
-fn make_certificates(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let subject_ca = "/CN=cdc-bridge test CA";
+/// A self-signed CA certificate `name.crt` (key `name.key`) in `dir`.
+fn make_ca(dir: &Path, name: &str) {
+    let (key, crt) = (format!("{name}.key"), format!("{name}.crt"));
+    let subject = format!("/CN=cdc-bridge test {name}");
     openssl(
         dir,
         &[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", subject_ca,
-            "-keyout", "ca.key", "-out", "ca.crt",
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &subject,
+            "-keyout", &key, "-out", &crt,
         ],
     );
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it.
+fn make_certificates(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    make_ca(dir, "ca");
     openssl(
         dir,
         &[
@@ -97,9 +105,11 @@ async fn seed(server: &OwnPostgres) -> (Client, Client, Client) {
     (admin, landlord, tenant)
 }
 
-fn config(port: u16, ca: &Path) -> String {
+/// The bridge's configuration for the TLS server on `port` reached as
+/// `host`, trusting the CA certificate `ca`.
+fn config(port: u16, host: &str, ca: &Path) -> String {
     let dsn =
-        |db: &str| format!("host=127.0.0.1 port={port} user=tls_user sslmode=require dbname={db}");
+        |db: &str| format!("host={host} port={port} user=tls_user sslmode=require dbname={db}");
     format!(
         r#"
 [landlord]
@@ -144,7 +154,11 @@ async fn the_bridge_connects_with_verified_tls_when_the_dsn_requires_it() {
     );
     let (admin, landlord, tenant) = seed(&server).await;
     let config_path = dir.join("bridge.toml");
-    std::fs::write(&config_path, config(port, &certs.join("ca.crt"))).unwrap();
+    std::fs::write(
+        &config_path,
+        config(port, "127.0.0.1", &certs.join("ca.crt")),
+    )
+    .unwrap();
     let mut bridge = Bridge::start(&config_path, &dir);
 
     eventually("tenant row synced over TLS", || async {
@@ -178,4 +192,51 @@ async fn the_bridge_connects_with_verified_tls_when_the_dsn_requires_it() {
         "every connection uses TLS ({encrypted} with, {plain} without)"
     );
     assert!(status.success(), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_certificate_of_another_ca_or_for_another_host_name_is_refused() {
+    let port = OwnPostgres::port_at(offset::REFUSED_TLS_POSTGRES);
+    let dir = std::env::temp_dir().join(format!("cdc-bridge-tls-{port}"));
+    let certs = dir.join("certs");
+    let _ = std::fs::remove_dir_all(&dir); // left by an earlier run
+    make_certificates(&certs);
+    make_ca(&certs, "other-ca");
+    let server = OwnPostgres::start(
+        offset::REFUSED_TLS_POSTGRES,
+        &[("PG_SSL_DIR", certs.to_str().unwrap())],
+    );
+    let (admin, _, _) = seed(&server).await;
+
+    // The certificate names 127.0.0.1 only; localhost is that address too.
+    for (case, host, ca, reason) in [
+        ("another CA", "127.0.0.1", "other-ca.crt", "UnknownIssuer"),
+        (
+            "another host name",
+            "localhost",
+            "ca.crt",
+            "not valid for name \"localhost\"",
+        ),
+    ] {
+        let config_path = dir.join(format!("{host}-{ca}.toml"));
+        std::fs::write(&config_path, config(port, host, &certs.join(ca))).unwrap();
+        let (ok, output) = bridge_command(&config_path, &["run"], &[]);
+        assert!(!ok, "{case}: the bridge must not start: {output}");
+        assert!(
+            output.contains("cannot connect to database landlord")
+                && output.contains("invalid peer certificate")
+                && output.contains(reason)
+                && output.contains("check postgres.tls_root_cert"),
+            "{case}: a clear error: {output}"
+        );
+    }
+    let sessions: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'tls_user'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sessions, 0, "no connection was made");
 }

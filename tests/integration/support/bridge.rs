@@ -81,6 +81,46 @@ impl Bridge {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Log lines that contain every one of `fragments`.
+    pub(crate) fn log_lines_with(&self, fragments: &[&str]) -> usize {
+        self.log_text()
+            .lines()
+            .filter(|line| fragments.iter().all(|f| line.contains(f)))
+            .count()
+    }
+
+    /// Waits until at least `count` log lines contain every one of
+    /// `fragments` (count the lines before an action, wait for one more).
+    pub(crate) async fn wait_log_lines(&self, fragments: &[&str], count: usize) {
+        let what = format!(
+            "{count} log lines with {fragments:?} (log: {})",
+            self.log.display()
+        );
+        eventually(&what, || async {
+            (self.log_lines_with(fragments) >= count).then_some(())
+        })
+        .await;
+    }
+
+    /// The `/metrics` text (the endpoint must be on: `TestEnv::set_http`).
+    pub(crate) async fn metrics(&self) -> String {
+        let port = self.http_port().await;
+        http_request(port, "GET", "/metrics", None, "")
+            .await
+            .unwrap_or_else(|| panic!("/metrics did not answer (log: {})", self.log.display()))
+    }
+
+    /// Waits until sample `series` of `/metrics` (see `sample`) has a value
+    /// that `accept` takes; returns it.
+    pub(crate) async fn wait_metric(&self, series: &str, accept: impl Fn(f64) -> bool) -> f64 {
+        let what = format!("metric {series} (log: {})", self.log.display());
+        let accept = &accept;
+        eventually(&what, || async move {
+            sample(&self.metrics().await, series).filter(|value| accept(*value))
+        })
+        .await
+    }
+
     /// The databases whose reader has logged `streaming` so far. The reader
     /// logs `streaming database="…" slot=… start=…` (src/reader.rs) each
     /// time it starts streaming, so a reader that restarted appears once.
@@ -113,6 +153,38 @@ impl Bridge {
             })
         })
         .await
+    }
+}
+
+/// Runs `cdc-bridge --config <config> <args>` to completion, returning
+/// (success, stdout and stderr).
+/// A finished bridge subcommand.
+pub(crate) struct CommandRun {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+/// Runs a bridge subcommand with `config` to completion: (success, output).
+pub(crate) fn bridge_command(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let run = bridge_run(config, args, env);
+    (run.code == 0, format!("{}{}", run.stdout, run.stderr))
+}
+
+/// Runs a bridge subcommand with `config` to completion.
+pub(crate) fn bridge_run(config: &Path, args: &[&str], env: &[(&str, &str)]) -> CommandRun {
+    let output = Command::new(env!("CARGO_BIN_EXE_cdc-bridge"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    CommandRun {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
 
@@ -158,4 +230,14 @@ pub(crate) async fn http_request(
     let mut response = String::new();
     stream.read_to_string(&mut response).await.ok()?;
     Some(response)
+}
+
+/// The value of `series` in Prometheus text: a metric name with its labels
+/// as the endpoint prints them, e.g. `cdc_kafka_up` or
+/// `cdc_source_up{database="x"}`; `None` while the series does not exist.
+pub(crate) fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
 }

@@ -2,11 +2,10 @@
 //! configuration that connects them.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use tokio_postgres::Client;
 
-use super::bridge::Bridge;
+use super::bridge::{Bridge, CommandRun};
 use super::kafka::{kafka_brokers, Topic};
 use super::postgres::{connect, dsn, LANDLORD_SCHEMA, TENANT_SCHEMA};
 
@@ -21,13 +20,6 @@ pub(crate) struct TestEnv {
     pub(crate) config_path: PathBuf,
     /// Holds the configuration and one log file per bridge started.
     log_dir: PathBuf,
-}
-
-/// A finished bridge subcommand.
-pub(crate) struct CommandRun {
-    pub(crate) code: i32,
-    pub(crate) stdout: String,
-    pub(crate) stderr: String,
 }
 
 #[derive(Clone, Debug)]
@@ -203,23 +195,20 @@ listen = ""
 
     /// Runs a bridge subcommand to completion, returning (success, output).
     pub(crate) fn bridge_command(&self, args: &[&str]) -> (bool, String) {
-        let run = self.bridge_run(args);
-        (run.code == 0, format!("{}{}", run.stdout, run.stderr))
+        self.bridge_command_with_env(args, &[])
+    }
+
+    /// `bridge_command`, with more environment variables.
+    pub(crate) fn bridge_command_with_env(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (bool, String) {
+        super::bridge::bridge_command(&self.config_path, args, env)
     }
 
     /// Runs a bridge subcommand to completion: exit code and both outputs.
     pub(crate) fn bridge_run(&self, args: &[&str]) -> CommandRun {
-        let output = Command::new(env!("CARGO_BIN_EXE_cdc-bridge"))
-            .arg("--config")
-            .arg(&self.config_path)
-            .args(args)
-            .env("NO_COLOR", "1")
-            .output()
-            .unwrap();
-        CommandRun {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        super::bridge::bridge_run(&self.config_path, args, &[])
     }
 }

@@ -55,12 +55,55 @@ impl Topic {
     }
 
     fn consumer(&self) -> BaseConsumer {
+        self.consumer_in("test-reader")
+    }
+
+    /// A consumer that never joins `group` (it only reads offsets or is
+    /// assigned partitions), so it cannot disturb the group's members.
+    fn consumer_in(&self, group: &str) -> BaseConsumer {
         ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
-            .set("group.id", "test-reader")
+            .set("group.id", group)
             .set("enable.auto.commit", "false")
             .create()
             .unwrap()
+    }
+
+    /// Whether the broker knows the topic.
+    pub(crate) fn exists(&self) -> bool {
+        let metadata = self
+            .consumer()
+            .fetch_metadata(Some(&self.name), REQUEST_TIMEOUT)
+            .unwrap_or_else(|e| panic!("cannot read the metadata of topic {self}: {e}"));
+        metadata
+            .topics()
+            .iter()
+            .any(|t| t.error().is_none() && !t.partitions().is_empty())
+    }
+
+    /// Whether consumer group `group` has committed, on every partition,
+    /// the offset the partition ends at now: the group's consumer handled
+    /// every message the topic holds.
+    pub(crate) fn consumed_to_end_by(&self, group: &str) -> bool {
+        let consumer = self.consumer_in(group);
+        let mut ends = HashMap::new();
+        let mut list = TopicPartitionList::new();
+        for partition in self.partitions(&consumer) {
+            let (low, high) = self.watermarks(&consumer, partition);
+            if high > low {
+                ends.insert(partition, high);
+                list.add_partition(&self.name, partition);
+            }
+        }
+        if ends.is_empty() {
+            return true;
+        }
+        let committed = consumer
+            .committed_offsets(list, REQUEST_TIMEOUT)
+            .unwrap_or_else(|e| panic!("cannot read the offsets of group {group} on {self}: {e}"));
+        committed.elements().iter().all(|element| {
+            matches!(element.offset(), Offset::Offset(at) if at >= ends[&element.partition()])
+        })
     }
 
     /// The topic's partition ids; fails if the broker does not know it

@@ -16,13 +16,20 @@
 //! * `brandings`: reading and writing the synced rows on either side.
 //! * `bridge`: the `cdc-bridge run` process, its log and HTTP endpoint.
 //! * `kafka`: a `Topic` on a given broker, read back or produced to.
+//! * `oracle`: the production conflict rule, deciding which write a test
+//!   must find on both sides.
 //! * `stack`: servers of a single test's own ([`OwnKafka`], [`OwnPostgres`]).
+//! * `quiet`: markers that nothing more is on its way (slots confirmed,
+//!   the applier at the end of the topic), for checks that something did
+//!   not happen.
 
 mod brandings;
 mod bridge;
 mod env;
 mod kafka;
+mod oracle;
 mod postgres;
+mod quiet;
 mod stack;
 
 use std::time::{Duration, Instant};
@@ -31,10 +38,14 @@ pub(crate) use brandings::Row;
 pub(crate) use brandings::{
     landlord_color, log_writes, set_landlord_color, set_tenant_color, tenant_color, write_count,
 };
-pub(crate) use bridge::{http_request, wait_streaming, Bridge};
+pub(crate) use bridge::{bridge_command, http_request, sample, wait_streaming, Bridge};
 pub(crate) use env::TestEnv;
 pub(crate) use kafka::kafka_brokers;
-pub(crate) use postgres::{connect, dsn, pg_port, LANDLORD_SCHEMA, TENANT_SCHEMA};
+pub(crate) use oracle::{keep_newest, Write, VERSION_MICROS};
+pub(crate) use postgres::{
+    confirmed_lsn, connect, current_lsn, dsn, lsn, lsn_text, pg_port, LANDLORD_SCHEMA,
+    TENANT_SCHEMA,
+};
 pub(crate) use stack::{offset, OwnKafka, OwnPostgres};
 
 /// How long a test waits for anything before it fails.

@@ -42,3 +42,42 @@ pub(crate) async fn connect_dsn(dsn: &str) -> Client {
     tokio::spawn(connection);
     client
 }
+
+/// An LSN as a number, from PostgreSQL's `X/X` text form.
+pub(crate) fn lsn(text: &str) -> u64 {
+    let (high, low) = text
+        .split_once('/')
+        .unwrap_or_else(|| panic!("{text} is not an LSN (X/X)"));
+    let part = |hex: &str| {
+        u64::from_str_radix(hex, 16).unwrap_or_else(|e| panic!("{text} is not an LSN: {e}"))
+    };
+    (part(high) << 32) | part(low)
+}
+
+/// The server's current WAL position (cluster-wide).
+pub(crate) async fn current_lsn(client: &Client) -> u64 {
+    let text: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    lsn(&text)
+}
+
+/// The confirmed position of the database's bridge slot (every test
+/// database has at most one), if there is a slot.
+pub(crate) async fn confirmed_lsn(client: &Client) -> Option<u64> {
+    let row = client
+        .query_opt(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE database = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()?;
+    row.get::<_, Option<String>>(0).map(|text| lsn(&text))
+}
+
+/// An LSN in PostgreSQL's `X/X` text form, for messages.
+pub(crate) fn lsn_text(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}
