@@ -6,6 +6,8 @@
 //! Needs the test stack: `scripts/bench.sh` starts it and runs this.
 //! Output: `bench-results/reader_throughput.json` and one line per workload.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
@@ -15,7 +17,8 @@ use cdc_bridge::kafka;
 use cdc_bridge::model::{Lsn, Side, TenantRef};
 use cdc_bridge::postgres::setup;
 use cdc_bridge::source::{drain_source_to, slot_name, RowOwner, SourceSpec};
-use tokio_postgres::{Client, NoTls};
+use common::{brokers, connect, dsn, fresh_database, median, pg_port};
+use tokio_postgres::Client;
 
 const RUNS: usize = 3;
 
@@ -38,35 +41,8 @@ const WORKLOADS: &[Workload] = &[
     },
 ];
 
-fn pg_port() -> u16 {
-    std::env::var("CDC_TEST_PG_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(56432)
-}
-
-fn dsn(db: &str) -> String {
-    format!(
-        "host=127.0.0.1 port={} user=postgres dbname={db}",
-        pg_port()
-    )
-}
-
-async fn connect(db: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(&dsn(db), NoTls)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot reach PostgreSQL on port {}: {e}; run scripts/bench.sh",
-                pg_port()
-            )
-        });
-    tokio::spawn(connection);
-    client
-}
-
 fn config(db: &str, topic: &str) -> Config {
-    let brokers = std::env::var("CDC_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:59192".into());
+    let brokers = brokers();
     let text = format!(
         r#"
         [landlord]
@@ -179,23 +155,13 @@ async fn drop_slot(client: &Client, slot: &str) {
     panic!("slot {slot} stayed active for 10 s");
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
-}
-
 #[tokio::main]
 async fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return; // `cargo test --benches` asks for a list; there are no unit benches.
+    if common::only_listing() {
+        return;
     }
     let db = format!("bench_{}", std::process::id());
-    connect("postgres")
-        .await
-        .batch_execute(&format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
-    let client = connect(&db).await;
+    let client = fresh_database(&db).await;
     client
         .batch_execute(include_str!("../scripts/seed/tenant.sql"))
         .await

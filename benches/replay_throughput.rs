@@ -10,6 +10,8 @@
 //! Needs the test stack: `scripts/bench.sh` starts it and runs this.
 //! Output: `bench-results/replay_throughput.json`.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
@@ -21,9 +23,10 @@ use cdc_bridge::model::envelope::format_unix_micros;
 use cdc_bridge::model::envelope::{ColumnValue, Origin, ENVELOPE_VERSION};
 use cdc_bridge::model::{Envelope, Op, Side, TenantRef};
 use cdc_bridge::postgres::setup;
+use common::{brokers, connect, dsn, fresh_database, median};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 const RUNS: usize = 3;
 
@@ -42,32 +45,6 @@ const WORKLOADS: &[Workload] = &[
         versions: 10,
     },
 ];
-
-fn pg_port() -> u16 {
-    std::env::var("CDC_TEST_PG_PORT")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(56432)
-}
-
-fn brokers() -> String {
-    std::env::var("CDC_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:59192".into())
-}
-
-fn dsn(db: &str) -> String {
-    format!(
-        "host=127.0.0.1 port={} user=postgres dbname={db}",
-        pg_port()
-    )
-}
-
-async fn connect(db: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(&dsn(db), NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL: {e}; run scripts/bench.sh"));
-    tokio::spawn(connection);
-    client
-}
 
 fn config_text(db: &str) -> String {
     format!(
@@ -253,21 +230,11 @@ async fn replay(client: &Client, config_path: &PathBuf, w: &Workload) -> f64 {
     seconds
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
-}
-
 /// Landlord database, registry, topic and staging rows of one workload;
 /// returns the database's client and the bridge configuration file.
 async fn prepare_workload(w: &Workload, index: usize) -> (Client, PathBuf) {
     let db = format!("bench_replay_{}_{index}", std::process::id());
-    connect("postgres")
-        .await
-        .batch_execute(&format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
-    let client = connect(&db).await;
+    let client = fresh_database(&db).await;
     client
         .batch_execute(include_str!("../scripts/seed/landlord.sql"))
         .await
@@ -303,8 +270,8 @@ async fn prepare_workload(w: &Workload, index: usize) -> (Client, PathBuf) {
 
 #[tokio::main]
 async fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return; // `cargo test --benches` asks for a list; there are no unit benches.
+    if common::only_listing() {
+        return;
     }
     let mut results = Vec::new();
     for (index, w) in WORKLOADS.iter().enumerate() {

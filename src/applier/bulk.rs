@@ -8,15 +8,15 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::pool::TargetPool;
-use super::routing::{change_for, data_columns_only, Target};
+use super::routing::{data_columns_only, Target};
 use super::target::{Change, TargetError};
 use super::writer::{
-    apply_group, apply_on, load_target_table, note_source_only_columns, observe_latency,
-    plausible_version, GroupResult,
+    apply_group, apply_on, load_target_table, note_source_only_columns, observe_latency, routed,
+    GroupResult,
 };
 use super::ApplierError;
 use crate::config::Config;
-use crate::model::conflict::{parse_version, Version};
+use crate::model::conflict::Version;
 use crate::model::loop_guard::APPLY_MARKER_PREFIX;
 use crate::model::{Envelope, Op, TenantId};
 use crate::postgres::registry::Tenant;
@@ -101,19 +101,12 @@ async fn prepare(
 ) -> Result<Option<Vec<Prepared>>, ApplierError> {
     let mut prepared = Vec::with_capacity(chosen.len());
     for &(index, envelope) in chosen {
-        let change = match change_for(config, registry, target, envelope)
-            .and_then(|change| plausible_version(change, config))
-        {
-            Ok(change) => change,
+        let (change, table) = match routed(config, registry, target, envelope) {
+            Ok(routed) => routed,
             Err(reason) => {
                 result.rejected.push((index, reason));
                 continue;
             }
-        };
-        let Some(table) = config.table(&envelope.table) else {
-            let reason = format!("table {} is not configured on this bridge", envelope.table);
-            result.rejected.push((index, reason));
-            continue;
         };
         let label = db.label.clone();
         let target_table = load_target_table(
@@ -146,13 +139,13 @@ fn newest_per_row<'e>(envelopes: &[&'e Envelope]) -> (Vec<(usize, &'e Envelope)>
     let mut kept: Vec<(usize, &Envelope)> = Vec::with_capacity(envelopes.len());
     let mut rows: HashMap<(&str, &str), usize> = HashMap::new();
     for (index, envelope) in envelopes.iter().enumerate() {
-        let Some(version) = version_of(envelope) else {
+        let Some(version) = Version::of(envelope) else {
             kept.push((index, envelope));
             continue;
         };
         let row = (envelope.table.as_str(), envelope.tenant.id.as_str());
         match rows.get(&row) {
-            Some(&at) if version_of(kept[at].1) >= Some(version) => {}
+            Some(&at) if Version::of(kept[at].1) >= Some(version) => {}
             Some(&at) => kept[at] = (index, envelope),
             None => {
                 rows.insert(row, kept.len());
@@ -162,15 +155,6 @@ fn newest_per_row<'e>(envelopes: &[&'e Envelope]) -> (Vec<(usize, &'e Envelope)>
     }
     let superseded = (envelopes.len() - kept.len()) as u64;
     (kept, superseded)
-}
-
-/// The version a change carries under the conflict rule's order.
-fn version_of(envelope: &Envelope) -> Option<Version> {
-    let micros = parse_version(envelope.version.as_deref()?)?;
-    Some(Version {
-        micros,
-        side: envelope.source.unwrap_or(envelope.origin.side),
-    })
 }
 
 /// Chunks of at most `CHUNK_ROWS` changes of one table and one column set.

@@ -157,21 +157,12 @@ async fn apply_in_transaction(
             tx.commit().await.map_err(|e| target_err(e.into()))?;
             return Ok(index);
         }
-        let change = match change_for(config, registry, target, envelope)
-            .and_then(|change| plausible_version(change, config))
-        {
-            Ok(change) => change,
+        let (change, table) = match routed(config, registry, target, envelope) {
+            Ok(routed) => routed,
             Err(reason) => {
                 result.rejected.push((index, reason));
                 continue;
             }
-        };
-        let Some(table) = config.table(&envelope.table) else {
-            result.rejected.push((
-                index,
-                format!("table {} is not configured on this bridge", envelope.table),
-            ));
-            continue;
         };
         let side = target.side();
         let mut target_table =
@@ -213,9 +204,25 @@ async fn apply_in_transaction(
     Ok(offset + envelopes.len())
 }
 
+/// The change in the target's terms and its table's configuration, or
+/// why it cannot be applied (it is rejected alone).
+pub(super) fn routed<'c>(
+    config: &'c Config,
+    registry: &HashMap<TenantId, Tenant>,
+    target: &Target,
+    envelope: &Envelope,
+) -> Result<(Change, &'c TableConfig), String> {
+    let change = change_for(config, registry, target, envelope)
+        .and_then(|change| plausible_version(change, config))?;
+    let table = config
+        .table(&envelope.table)
+        .ok_or_else(|| format!("table {} is not configured on this bridge", envelope.table))?;
+    Ok((change, table))
+}
+
 /// Refuses a version far in the future (or `infinity`): applied, it would
 /// pin the row so that no later write of the other side could win again.
-pub(super) fn plausible_version(change: Change, config: &Config) -> Result<Change, String> {
+fn plausible_version(change: Change, config: &Config) -> Result<Change, String> {
     let bound = config.sync.max_clock_skew;
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::config::{Config, TableConfig};
-use crate::model::conflict::{parse_version, Version};
+use crate::model::conflict::Version;
 use crate::model::{Envelope, Op, Side};
 
 /// A tenant's state in a consistency check.
@@ -112,15 +112,10 @@ pub struct Verdict<'e> {
 
 /// The version an envelope carries, under the conflict rule's ordering.
 pub fn version_of(envelope: &Envelope) -> Version {
-    let micros = envelope
-        .version
-        .as_deref()
-        .and_then(parse_version)
-        .unwrap_or(i64::MIN);
-    Version {
-        micros,
+    Version::of(envelope).unwrap_or(Version {
+        micros: i64::MIN,
         side: envelope.source.unwrap_or(envelope.origin.side),
-    }
+    })
 }
 
 /// Compares one table's row of one tenant on both sides.

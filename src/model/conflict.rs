@@ -45,6 +45,18 @@ impl PartialOrd for Version {
     }
 }
 
+impl Version {
+    /// The version an envelope carries and the side that wrote it; `None`
+    /// when it has none or it cannot be read.
+    pub fn of(envelope: &crate::model::Envelope) -> Option<Version> {
+        let micros = parse_version(envelope.version.as_deref()?)?;
+        Some(Version {
+            micros,
+            side: envelope.source.unwrap_or(envelope.origin.side),
+        })
+    }
+}
+
 /// What the target holds for the row's key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetState {

@@ -140,7 +140,8 @@ impl TargetTable {
         ))
     }
 
-    async fn execute_with<C: GenericClient>(
+    /// Runs `sql` with `params`, preparing it once per connection.
+    pub(super) async fn execute_with<C: GenericClient>(
         &mut self,
         client: &C,
         sql: String,

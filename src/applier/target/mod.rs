@@ -366,17 +366,9 @@ impl TargetTable {
         sql: String,
         values: &[Option<&str>],
     ) -> Result<u64, TargetError> {
-        let statement = match self.statements.get(&sql) {
-            Some(statement) => statement.clone(),
-            None => {
-                let statement = client.prepare(&sql).await?;
-                self.statements.insert(sql, statement.clone());
-                statement
-            }
-        };
         let params: Vec<&(dyn ToSql + Sync)> =
             values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        Ok(client.execute(&statement, &params).await?)
+        self.execute_with(client, sql, &params).await
     }
 }
 
