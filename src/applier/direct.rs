@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::bulk::apply_group_bulk;
-use super::pool::TargetPool;
+use super::pool::{Limits, TargetPool};
 use super::ApplierError;
 use crate::config::Config;
 use crate::model::{Envelope, TenantId};
@@ -36,8 +36,8 @@ pub(crate) struct DirectWriter {
 impl DirectWriter {
     pub(crate) fn new(config: Arc<Config>, key: ApplyKey, tenants: &[Tenant]) -> Self {
         DirectWriter {
+            pool: TargetPool::new(key, Limits::of(&config)),
             config,
-            pool: TargetPool::new(key),
             registry: tenants.iter().map(|t| (t.id.clone(), t.clone())).collect(),
         }
     }

@@ -12,18 +12,19 @@
 //!                            └ tenant 3: silent ─► timeout ─► unreachable (changes deferred)
 //! ```
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use rdkafka::message::OwnedMessage;
 
-use super::pool::{open, TargetDb};
+use super::pool::{open, Limits, TargetDb, TargetPool};
 use super::routing::{unknown_tenant, Target};
 use super::tenants::TenantState;
 use super::writer::{apply_on, GroupResult};
 use super::{Applier, ApplierError};
 use crate::model::Envelope;
-use crate::runtime::metrics::{count_events, EventOutcome};
+use crate::runtime::metrics::{count_events, metrics, EventOutcome};
 
 /// One tenant target's share of a batch.
 pub(super) type TenantGroup<'m> = (Target, Vec<(&'m OwnedMessage, &'m Envelope)>);
@@ -52,7 +53,7 @@ impl Applier {
         &mut self,
         groups: Vec<TenantGroup<'_>>,
     ) -> Result<(), ApplierError> {
-        let mut jobs = Vec::new();
+        let mut runnable = Vec::new();
         for (target, items) in groups {
             let Target::Tenant(id) = &target else {
                 continue;
@@ -65,13 +66,24 @@ impl Applier {
             } else if self.tenants.state(id) == TenantState::Unreachable {
                 count_events(EventOutcome::Deferred, items.len() as u64);
             } else {
+                let server = TargetPool::server_of(&self.config, &self.tenants.registry, &target);
+                runnable.push((target, items, server));
+            }
+        }
+        let parallel = self.config.applier.max_parallel_targets;
+        for round in rounds(runnable, self.pool.limits(), parallel) {
+            let mut demand: HashMap<String, usize> = HashMap::new();
+            let mut jobs = Vec::with_capacity(round.len());
+            for (target, items, server) in round {
+                *demand.entry(server).or_default() += 1;
                 let db = self.pool.take(&target);
                 jobs.push((target, db, items));
             }
-        }
-        let written = self.write_side_by_side(jobs).await;
-        for done in written {
-            self.settle(done).await?;
+            self.pool.make_room(&demand);
+            let written = self.write_side_by_side(jobs).await;
+            for done in written {
+                self.settle(done).await?;
+            }
         }
         Ok(())
     }
@@ -147,9 +159,99 @@ impl Applier {
     }
 }
 
+/// A tenant target's share of a batch with the server it lives on.
+type Placed<'m> = (Target, Vec<(&'m OwnedMessage, &'m Envelope)>, String);
+
+/// Splits the targets into rounds that each fit the connection limits
+/// (one connection left for the landlord, overall and on every server) and
+/// `parallel`; a target that does not fit waits for a later round, in
+/// order. Usually everything fits in one.
+fn rounds(mut pending: Vec<Placed<'_>>, limits: Limits, parallel: usize) -> Vec<Vec<Placed<'_>>> {
+    let width = parallel.min(limits.total - 1).max(1);
+    let per_server = (limits.per_server - 1).max(1);
+    let mut rounds = Vec::new();
+    while !pending.is_empty() {
+        let mut round = Vec::new();
+        let mut later = Vec::new();
+        let mut on_server: HashMap<String, usize> = HashMap::new();
+        for placed in pending {
+            let used = on_server.entry(placed.2.clone()).or_default();
+            if round.len() < width && *used < per_server {
+                *used += 1;
+                round.push(placed);
+            } else {
+                later.push(placed);
+            }
+        }
+        if !later.is_empty() {
+            metrics().connection_waits.inc_by(later.len() as u64);
+        }
+        rounds.push(round);
+        pending = later;
+    }
+    rounds
+}
+
 fn timed_out(target: &Target, limit: Duration) -> ApplierError {
     ApplierError::TargetTimeout {
         target: format!("{target:?}"),
         seconds: limit.as_secs_f64(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placed(id: &str, server: &str) -> Placed<'static> {
+        (Target::Tenant(id.into()), Vec::new(), server.to_string())
+    }
+
+    fn ids(rounds: &[Vec<Placed<'_>>]) -> Vec<Vec<String>> {
+        rounds
+            .iter()
+            .map(|round| {
+                round
+                    .iter()
+                    .map(|(target, _, _)| match target {
+                        Target::Tenant(id) => id.to_string(),
+                        Target::Landlord => "landlord".into(),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn targets_beyond_the_limits_wait_for_later_rounds_in_order() {
+        let limits = Limits {
+            total: 4,
+            per_server: 3,
+        };
+        let pending = vec![
+            placed("1", "a:5432"),
+            placed("2", "a:5432"),
+            placed("3", "a:5432"),
+            placed("4", "b:5432"),
+            placed("5", "a:5432"),
+        ];
+        // Three at a time (one connection stays for the landlord), at most
+        // two per server.
+        assert_eq!(
+            ids(&rounds(pending, limits, 16)),
+            [vec!["1", "2", "4"], vec!["3", "5"]]
+        );
+    }
+
+    #[test]
+    fn everything_fits_in_one_round_within_the_limits() {
+        let limits = Limits {
+            total: 32,
+            per_server: 8,
+        };
+        let pending = (0..5).map(|i| placed(&i.to_string(), "a:1")).collect();
+        assert_eq!(rounds(pending, limits, 16).len(), 1);
+        let pending: Vec<_> = (0..5).map(|i| placed(&i.to_string(), "a:1")).collect();
+        assert_eq!(rounds(pending, limits, 2).len(), 3, "parallel limits too");
     }
 }

@@ -109,11 +109,11 @@ impl Applier {
         let consumer = kafka::consumer(&config.kafka)?;
         consumer.subscribe(&[config.kafka.topic.as_str()])?;
         Ok(Applier {
+            pool: TargetPool::new(key, pool::Limits::of(&config)),
             dead_letters: DeadLetters::new(&config.kafka)?,
             tenants: Tenants::new(config.sync.default_direction),
             config,
             consumer,
-            pool: TargetPool::new(key),
             failures: FailureLog::default(),
             last_cleanup: None,
             probes: HashMap::new(),

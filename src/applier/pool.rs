@@ -1,8 +1,10 @@
 //! The applier's target connections: one per target database, opened on
 //! demand, dropped when idle, broken or moved, with the target tables'
-//! columns and prepared statements cached per connection.
+//! columns and prepared statements cached per connection. At most
+//! `applier.max_connections` are open (in the pool and in use together),
+//! at most `applier.max_connections_per_server` to one server: to make
+//! room, the least recently used idle connection is closed.
 
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,7 @@ use crate::model::TenantId;
 use crate::postgres::bridge_schema::{authorise_writes, ApplyKey};
 use crate::postgres::registry::Tenant;
 use crate::postgres::{connect, DbError};
+use crate::runtime::metrics::metrics;
 
 /// Marks the transaction as the bridge's own, for the triggers (the token
 /// in a transaction-local setting, bound as a parameter so it shows in no
@@ -32,7 +35,25 @@ pub(super) struct TargetDb {
     pub(super) preamble: Statement,
     /// Target tables by logical name (columns and statements).
     pub(super) tables: HashMap<String, TargetTable>,
+    /// `host:port`, for the per-server limit.
+    server: String,
     last_used: Instant,
+}
+
+/// How many connections may be open.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    pub(super) total: usize,
+    pub(super) per_server: usize,
+}
+
+impl Limits {
+    pub(super) fn of(config: &Config) -> Limits {
+        Limits {
+            total: config.applier.max_connections,
+            per_server: config.applier.max_connections_per_server,
+        }
+    }
 }
 
 /// Open target connections by target.
@@ -40,14 +61,74 @@ pub(super) struct TargetPool {
     open: HashMap<Target, TargetDb>,
     /// Authorises the bridge's writes to the targets' triggers.
     key: ApplyKey,
+    limits: Limits,
 }
 
 impl TargetPool {
-    pub(super) fn new(key: ApplyKey) -> Self {
+    pub(super) fn new(key: ApplyKey, limits: Limits) -> Self {
         TargetPool {
             open: HashMap::new(),
             key,
+            limits,
         }
+    }
+
+    pub(super) fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Closes least recently used connections of the pool until the
+    /// connections about to be in use outside it (`demand`, by server)
+    /// fit the limits beside what stays.
+    pub(super) fn make_room(&mut self, demand: &HashMap<String, usize>) {
+        let in_use: usize = demand.values().sum();
+        while self.open.len() + in_use > self.limits.total && self.evict_oldest(None) {}
+        for (server, wanted) in demand {
+            while self.open_on(server) + wanted > self.limits.per_server
+                && self.evict_oldest(Some(server))
+            {}
+        }
+        self.publish_counts();
+    }
+
+    fn open_on(&self, server: &str) -> usize {
+        self.open.values().filter(|db| db.server == server).count()
+    }
+
+    /// Closes the least recently used connection (of `server`, if given);
+    /// false when there is none.
+    fn evict_oldest(&mut self, server: Option<&str>) -> bool {
+        let oldest = self
+            .open
+            .iter()
+            .filter(|(_, db)| server.is_none_or(|s| db.server == s))
+            .min_by_key(|(_, db)| db.last_used)
+            .map(|(target, _)| target.clone());
+        let Some(target) = oldest else {
+            return false;
+        };
+        self.open.remove(&target);
+        metrics().connection_evictions.inc();
+        true
+    }
+
+    /// Open connections per server, for `cdc_applier_connections`.
+    fn publish_counts(&self) {
+        let gauge = &metrics().connections;
+        gauge.reset();
+        for db in self.open.values() {
+            gauge.with_label_values(&[db.server.as_str()]).inc();
+        }
+    }
+
+    /// The server (`host:port`) `target` lives on.
+    pub(super) fn server_of(
+        config: &Config,
+        tenants: &HashMap<TenantId, Tenant>,
+        target: &Target,
+    ) -> String {
+        dsn_of(config, tenants, target)
+            .map_or_else(|_| "<unknown>".to_string(), |(_, dsn)| dsn.server())
     }
 
     pub(super) fn key(&self) -> &ApplyKey {
@@ -69,10 +150,17 @@ impl TargetPool {
         {
             self.open.remove(target);
         }
-        let db = match self.open.entry(target.clone()) {
-            Entry::Occupied(entry) => entry.into_mut(),
-            Entry::Vacant(entry) => entry.insert(open(target, config, tenants, &self.key).await?),
-        };
+        if !self.open.contains_key(target) {
+            let server = Self::server_of(config, tenants, target);
+            self.make_room(&HashMap::from([(server, 1)]));
+            let db = open(target, config, tenants, &self.key).await?;
+            self.open.insert(target.clone(), db);
+            self.publish_counts();
+        }
+        let db = self
+            .open
+            .get_mut(target)
+            .ok_or_else(|| DbError::Registry(format!("no connection to {target:?}")))?;
         db.last_used = Instant::now();
         Ok(db)
     }
@@ -137,6 +225,7 @@ pub(super) async fn open(
         client,
         preamble,
         tables: HashMap::new(),
+        server: dsn.server(),
         last_used: Instant::now(),
     })
 }

@@ -97,6 +97,23 @@ impl Dsn {
     }
 }
 
+impl Dsn {
+    /// The server it points at, `host:port` of its first host (for
+    /// per-server connection limits); `<invalid>` when it does not parse.
+    pub fn server(&self) -> String {
+        let Ok(parsed) = self.0.parse::<tokio_postgres::Config>() else {
+            return "<invalid>".to_string();
+        };
+        let host = match parsed.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(name)) => name.clone(),
+            Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+            None => "localhost".to_string(),
+        };
+        let port = parsed.get_ports().first().copied().unwrap_or(5432);
+        format!("{host}:{port}")
+    }
+}
+
 impl fmt::Debug for Dsn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Dsn({})", self.describe())

@@ -323,6 +323,13 @@ pub struct ApplierConfig {
     /// Most tenant databases written at the same time.
     #[serde(default = "default_max_parallel_targets")]
     pub max_parallel_targets: usize,
+    /// Most connections the applier holds open at once, landlord included;
+    /// the least recently used idle one is closed to make room.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Most of them to one PostgreSQL server (host and port).
+    #[serde(default = "default_max_connections_per_server")]
+    pub max_connections_per_server: usize,
     #[serde(
         rename = "idle_connection_secs",
         default = "default_idle_connection",
@@ -344,6 +351,12 @@ fn default_target_timeout() -> Duration {
 fn default_max_parallel_targets() -> usize {
     16
 }
+fn default_max_connections() -> usize {
+    32
+}
+fn default_max_connections_per_server() -> usize {
+    8
+}
 fn default_idle_connection() -> Duration {
     Duration::from_secs(300)
 }
@@ -356,6 +369,8 @@ impl Default for ApplierConfig {
             idle_connection: default_idle_connection(),
             target_timeout: default_target_timeout(),
             max_parallel_targets: default_max_parallel_targets(),
+            max_connections: default_max_connections(),
+            max_connections_per_server: default_max_connections_per_server(),
         }
     }
 }

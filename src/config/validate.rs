@@ -75,6 +75,12 @@ impl Config {
                 "must be a number of tenants per second, 0 or more (0: no limit)",
             ));
         }
+        if self.applier.max_connections < 2 || self.applier.max_connections_per_server < 2 {
+            return Err(invalid(
+                "applier.max_connections",
+                "and applier.max_connections_per_server must be at least 2 (the landlord's connection and one tenant's)",
+            ));
+        }
         if self.applier.batch_size == 0 {
             return Err(invalid("applier.batch_size", "must be at least 1"));
         }

@@ -17,6 +17,9 @@ pub const EVENTS_APPLIED: &str = "cdc_applier_events_total";
 pub const END_TO_END_SECONDS: &str = "cdc_end_to_end_latency_seconds";
 pub const REJECTED_VERSIONS: &str = "cdc_applier_rejected_versions_total";
 pub const OVERSIZED_EVENTS: &str = "cdc_reader_oversized_events_total";
+pub const CONNECTIONS: &str = "cdc_applier_connections";
+pub const CONNECTION_EVICTIONS: &str = "cdc_applier_connection_evictions_total";
+pub const CONNECTION_WAITS: &str = "cdc_applier_connection_waits_total";
 pub const CHECK_TENANTS: &str = "cdc_check_tenants";
 pub const CHECK_INCONSISTENT_RATIO: &str = "cdc_check_inconsistent_ratio";
 pub const CHECK_LAST_RUN: &str = "cdc_check_last_run_timestamp_seconds";
@@ -92,6 +95,13 @@ pub struct Metrics {
     pub oversized_events: IntCounterVec,
     /// The last consistency check's result.
     pub check: CheckMetrics,
+    /// Open applier connections (idle in its pool) by server.
+    pub connections: IntGaugeVec,
+    /// Idle connections closed to stay within the connection limits.
+    pub connection_evictions: prometheus::IntCounter,
+    /// Tenant databases whose share of a batch waited for a later round
+    /// because the connection limits were reached.
+    pub connection_waits: prometheus::IntCounter,
 }
 
 /// The periodic consistency check's metrics (`consistency::periodic`).
@@ -232,7 +242,27 @@ impl Metrics {
             "Change events larger than kafka.max_message_bytes, noted on the dead-letter topic instead",
             &["database"],
         );
+        let plain_counter = |name: &str, help: &str| {
+            let c = prometheus::IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
         Metrics {
+            connections: gauge(
+                CONNECTIONS,
+                "Connections the applier keeps open, by server",
+                &["server"],
+            ),
+            connection_evictions: plain_counter(
+                CONNECTION_EVICTIONS,
+                "Idle applier connections closed to stay within applier.max_connections(_per_server)",
+            ),
+            connection_waits: plain_counter(
+                CONNECTION_WAITS,
+                "Tenant databases whose changes waited for a free connection (a later round of the batch)",
+            ),
             check: CheckMetrics::new(&registry),
             oversized_events,
             rejected_versions,

@@ -9,6 +9,7 @@ mod adversity;
 mod bad_input;
 mod bidirectional;
 mod cli;
+mod connections;
 mod consistency;
 mod convergence;
 mod crash;

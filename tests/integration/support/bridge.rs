@@ -18,13 +18,18 @@ impl Bridge {
     /// Starts `cdc-bridge run` with `config`; the log goes to a new file in
     /// `log_dir`.
     pub(crate) fn start(config: &Path, log_dir: &Path) -> Bridge {
+        Bridge::start_role(config, log_dir, "all")
+    }
+
+    /// `start` with `run --role ROLE`.
+    pub(crate) fn start_role(config: &Path, log_dir: &Path, role: &str) -> Bridge {
         let n = std::fs::read_dir(log_dir).map(|d| d.count()).unwrap_or(0);
         let log = log_dir.join(format!("bridge-{n}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_cdc-bridge"))
             .arg("--config")
             .arg(config)
-            .arg("run")
+            .args(["run", "--role", role])
             .env("RUST_LOG", "info,cdc_bridge=debug,rdkafka=warn")
             .env("NO_COLOR", "1")
             .stdout(Stdio::from(file.try_clone().unwrap()))

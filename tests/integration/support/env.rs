@@ -193,6 +193,17 @@ listen = ""
         Bridge::start(&self.config_path, &self.log_dir)
     }
 
+    /// Starts one role (`reader` or `applier`) with this configuration,
+    /// `from` replaced by `to` in it (e.g. an `application_name` to tell
+    /// its connections apart).
+    pub(crate) fn start_role(&self, role: &str, from: &str, to: &str) -> Bridge {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        assert!(text.contains(from), "the configuration has no {from:?}");
+        let path = self.log_dir.join(format!("{role}.toml"));
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+        Bridge::start_role(&path, &self.log_dir, role)
+    }
+
     /// Runs a bridge subcommand to completion, returning (success, output).
     pub(crate) fn bridge_command(&self, args: &[&str]) -> (bool, String) {
         self.bridge_command_with_env(args, &[])
