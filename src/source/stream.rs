@@ -11,18 +11,17 @@
 
 use std::time::Duration;
 
-use tokio_postgres::Client;
 use tracing::{info, warn};
 
 use super::capture::SourceDb;
-use super::changes::{Changes, TypeNames};
+use super::catalog::Catalog;
+use super::changes::Changes;
 use super::pgoutput::LogicalMessage;
 use super::replication::{ReplicationConnection, StreamMessage};
 use super::{ReaderError, RowOwner};
 use crate::config::Config;
 use crate::kafka::delivery::Delivery;
 use crate::model::{Lsn, SlotName};
-use crate::postgres::type_name;
 use crate::runtime::metrics::metrics;
 use crate::runtime::shutdown::Shutdown;
 
@@ -33,24 +32,12 @@ const PARKED_RETRY: Duration = Duration::from_millis(50);
 /// How long a stopping reader waits for Kafka to acknowledge what it sent.
 const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Type names from the source database's catalog.
-struct Catalog<'c> {
-    client: &'c Client,
-    database: &'c str,
-}
-
-impl TypeNames for Catalog<'_> {
-    async fn type_name(&mut self, oid: u32, modifier: i32) -> Result<String, ReaderError> {
-        Ok(type_name(self.client, self.database, oid, modifier).await?)
-    }
-}
-
 pub(crate) struct ChangeStream<'a> {
     config: &'a Config,
     source: SourceDb,
     slot: SlotName,
-    /// Ordinary connection, for type names of new relations.
-    client: Client,
+    /// Type names of new relations (an ordinary connection while needed).
+    catalog: Catalog,
     conn: ReplicationConnection,
     delivery: Delivery,
     changes: Changes<'a>,
@@ -67,7 +54,7 @@ impl<'a> ChangeStream<'a> {
         source: SourceDb,
         owner: RowOwner,
         slot: SlotName,
-        client: Client,
+        catalog: Catalog,
         conn: ReplicationConnection,
         delivery: Delivery,
         start: Lsn,
@@ -78,7 +65,7 @@ impl<'a> ChangeStream<'a> {
             changes: Changes::new(config, source.clone(), owner, apply_marker),
             source,
             slot,
-            client,
+            catalog,
             conn,
             delivery,
             server_position: start,
@@ -104,7 +91,10 @@ impl<'a> ChangeStream<'a> {
                     self.delivery.retry_parked()?;
                 }
                 _ = retry.tick(), if self.delivery.is_parked() => self.delivery.retry_parked()?,
-                _ = tick.tick() => self.report().await?,
+                _ = tick.tick() => {
+                    self.catalog.close_if_idle();
+                    self.report().await?
+                }
                 _ = shutdown.wait() => break,
             }
             self.count_acknowledged();
@@ -139,15 +129,11 @@ impl<'a> ChangeStream<'a> {
         match message {
             StreamMessage::XLogData { wal_end, data, .. } => {
                 self.server_position = self.server_position.max(wal_end);
-                let mut catalog = Catalog {
-                    client: &self.client,
-                    database: &self.source.database,
-                };
                 self.changes
                     .on_logical(
                         LogicalMessage::decode(data)?,
                         &mut self.delivery,
-                        &mut catalog,
+                        &mut self.catalog,
                     )
                     .await
             }
