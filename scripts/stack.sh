@@ -13,6 +13,8 @@
 #   KAFKA_PORT  [59092]           Kafka broker port on 127.0.0.1 (controller: +1)
 #   PG_FSYNC    [on]              "off" makes throwaway test clusters faster
 #   PG_SSL_DIR  []                with server.crt/server.key: TLS on (tests)
+#   PG_MAX_CONNECTIONS [600]      max_connections (tests of the connection budget)
+#   PG_MAX_SLOTS [300]            max_replication_slots and max_wal_senders
 set -euo pipefail
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -80,9 +82,9 @@ listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = '$STACK_DIR/pg'
 wal_level = ${PG_WAL_LEVEL:-logical}
-max_replication_slots = 300
-max_wal_senders = 300
-max_connections = 600
+max_replication_slots = ${PG_MAX_SLOTS:-300}
+max_wal_senders = ${PG_MAX_SLOTS:-300}
+max_connections = ${PG_MAX_CONNECTIONS:-600}
 fsync = $PG_FSYNC
 synchronous_commit = $PG_FSYNC
 full_page_writes = $PG_FSYNC

@@ -1,15 +1,13 @@
 //! Running one source: connect, install, prepare the slot, stream; and the
 //! supervisor that restarts it after a failure.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::info;
 
 use super::capture::SourceDb;
-use super::catalog::Catalog;
+use super::catalog::{server_permit, Catalog};
 use super::slot::{prepare_slot, slot_name};
 use super::stream::ChangeStream;
 use super::{ReaderError, SourceSpec};
@@ -86,24 +84,6 @@ pub async fn drain_source_to(
     stream_source(spec, config, producer, shutdown, Some(end)).await
 }
 
-/// Readers of one server that may be starting at the same time.
-const STARTS_PER_SERVER: usize = 4;
-
-/// Waits until a reader of `server` may start.
-async fn start_permit(server: &str) -> Option<OwnedSemaphorePermit> {
-    static STARTING: OnceLock<Mutex<HashMap<String, Arc<Semaphore>>>> = OnceLock::new();
-    let semaphore = {
-        let mut servers = STARTING
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let entry = servers.entry(server.to_string());
-        Arc::clone(entry.or_insert_with(|| Arc::new(Semaphore::new(STARTS_PER_SERVER))))
-    };
-    // Only a closed semaphore refuses, and this one is never closed.
-    semaphore.acquire_owned().await.ok()
-}
-
 /// Streams one source database into Kafka until shutdown, an error, or
 /// (benchmarks) until `stop_at` is confirmable.
 async fn stream_source(
@@ -117,7 +97,11 @@ async fn stream_source(
     // Starting holds an ordinary connection (setup, slot, snapshot): a few
     // readers per server at a time, so that hundreds starting together do
     // not take a small server's every connection.
-    let start_permit = start_permit(&spec.dsn.server()).await;
+    let (mut stopping, server) = (shutdown.clone(), spec.dsn.server());
+    let permit = tokio::select! {
+        permit = server_permit(&server) => permit,
+        _ = stopping.wait() => return Ok(()),
+    };
     let mut client = connect(&spec.dsn, db).await?;
     ensure_installed(&mut client, config, spec.side, db).await?;
     let slot = slot_name(&config.replication.slot_prefix, db);
@@ -140,11 +124,12 @@ async fn stream_source(
     conn.start_replication(slot.as_str(), start, &config.replication.publication)
         .await
         .map_err(ReaderError::replication(db))?;
-    drop(start_permit);
     info!(database = db, %slot, %start, "streaming");
     set_source_up(db, true);
     let delivery = Delivery::new(producer, &config.kafka, db, start);
-    let catalog = Catalog::new(spec.dsn.clone(), db, client);
+    // Streaming needs no ordinary connection: give it and the permit back.
+    drop((client, permit));
+    let catalog = Catalog::new(spec.dsn.clone(), db);
     let mut stream = ChangeStream::new(
         config,
         source,

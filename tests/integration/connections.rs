@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use crate::support::{
-    connect, eventually, http_request, landlord_color, set_tenant_color, tenant_color,
-    wait_streaming, TestEnv,
+    bridge_command, connect, eventually, eventually_within, http_request, kafka_brokers,
+    landlord_color, offset, set_tenant_color, tenant_color, wait_streaming, Bridge, OwnPostgres,
+    TestEnv, LANDLORD_SCHEMA, TENANT_SCHEMA,
 };
 
 const APPLIER: &str = "capped_applier";
@@ -134,4 +135,228 @@ async fn a_connection_budget_the_server_cannot_hold_is_warned_about_at_start() {
     .await;
     wait_streaming(&bridge, 2).await;
     assert!(bridge.stop().success(), "a tight budget still runs");
+}
+
+/// Tenant databases on the small server of the fleet test (300;
+/// `CDC_TEST_FLEET=1000` measures a larger fleet by hand).
+fn fleet() -> usize {
+    std::env::var("CDC_TEST_FLEET")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(300)
+}
+
+/// The fleet test's configuration: landlord and tenants on `server`.
+fn fleet_config(server: &OwnPostgres, prefix: &str) -> String {
+    format!(
+        r#"
+[landlord]
+dsn = "{landlord}"
+[tenants]
+connection_template = "{template}"
+rediscover_interval_secs = 2
+[[table]]
+name = "tenant_brandings"
+[table.landlord_registry_columns]
+tenant_slug = "slug"
+[kafka]
+brokers = "{brokers}"
+topic = "{prefix}.changes"
+partitions = 6
+consumer_group = "{prefix}_applier"
+[replication]
+slot_prefix = "f"
+[applier]
+max_connections = 16
+max_connections_per_server = 8
+[check]
+interval_secs = 0
+[http]
+listen = ""
+"#,
+        landlord = server.dsn(&format!("{prefix}_landlord")),
+        template = server.dsn("{database_name}"),
+        brokers = kafka_brokers(),
+    )
+}
+
+/// Creates the landlord and `fleet()` tenant databases (from a template),
+/// each tenant with its branding row.
+async fn create_fleet(server: &OwnPostgres, prefix: &str) {
+    let admin = server.connect("postgres").await;
+    for name in ["landlord", "template"] {
+        admin
+            .batch_execute(&format!("CREATE DATABASE {prefix}_{name}"))
+            .await
+            .unwrap();
+    }
+    let landlord = server.connect(&format!("{prefix}_landlord")).await;
+    landlord.batch_execute(LANDLORD_SCHEMA).await.unwrap();
+    landlord
+        .batch_execute(&format!(
+            "INSERT INTO tenants (id, slug, numeric_id, database_name)
+               SELECT t, 'tenant' || t, 1000 + t, '{prefix}_t' || t FROM generate_series(1, {}) t",
+            fleet()
+        ))
+        .await
+        .unwrap();
+    let template = server.connect(&format!("{prefix}_template")).await;
+    template.batch_execute(TENANT_SCHEMA).await.unwrap();
+    template
+        .batch_execute("INSERT INTO tenant_brandings (id, primary_color) VALUES (1, '#f00000')")
+        .await
+        .unwrap();
+    drop(template);
+    for t in 1..=fleet() {
+        admin
+            .batch_execute(&format!(
+                "CREATE DATABASE {prefix}_t{t} TEMPLATE {prefix}_template"
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+/// Tenants whose landlord row has `color`.
+async fn landlord_rows_with(landlord: &tokio_postgres::Client, color: &str) -> i64 {
+    landlord
+        .query_one(
+            "SELECT count(*) FROM tenant_brandings WHERE primary_color = $1",
+            &[&color],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Connects as an application role every few milliseconds until `stop`;
+/// the number of refused connections.
+fn application_connections(
+    server_port: u16,
+    database: String,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let dsn = format!("host=127.0.0.1 port={server_port} user=fleet_app dbname={database}");
+        let mut refused = 0;
+        while !stop.load(Ordering::Relaxed) {
+            match tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await {
+                Ok((client, connection)) => {
+                    tokio::spawn(connection);
+                    client.simple_query("SELECT 1").await.unwrap();
+                }
+                Err(e) => {
+                    eprintln!("application connection refused: {e}");
+                    refused += 1;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        refused
+    })
+}
+
+/// 300 tenant databases on one server with `max_connections = 60`: the
+/// bridge (readers and applier) syncs every tenant both ways, never holds
+/// more ordinary connections than its budget, and an application can
+/// always connect meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn three_hundred_tenants_on_a_server_with_sixty_connections_sync_both_ways() {
+    let slots = (fleet() + 20).to_string();
+    let server = OwnPostgres::start(
+        offset::FLEET_POSTGRES,
+        &[("PG_MAX_CONNECTIONS", "60"), ("PG_MAX_SLOTS", &slots)],
+    );
+    let prefix = format!("fleet{}", std::process::id());
+    create_fleet(&server, &prefix).await;
+    server
+        .connect("postgres")
+        .await
+        .batch_execute("CREATE ROLE fleet_app LOGIN NOSUPERUSER")
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("cdc-bridge-tests/{prefix}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("bridge.toml");
+    std::fs::write(&config, fleet_config(&server, &prefix)).unwrap();
+    let (ok, output) = bridge_command(&config, &["setup"], &[]);
+    assert!(ok, "{output}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let most = Arc::new(AtomicI64::new(0));
+    let sampler = {
+        let (stop, most) = (Arc::clone(&stop), Arc::clone(&most));
+        let monitor = server.connect("postgres").await;
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let row = monitor
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity
+                          WHERE backend_type = 'client backend' AND usename = 'postgres'
+                            AND pid <> pg_backend_pid()",
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                most.fetch_max(row.get::<_, i64>(0), Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let application =
+        application_connections(server.port, format!("{prefix}_t1"), Arc::clone(&stop));
+    let mut bridge = Bridge::start(&config, &dir);
+    let minutes = std::time::Duration::from_secs(240);
+    eventually_within(minutes, "every reader streaming", || async {
+        (bridge.streaming_databases().len() > fleet()).then_some(())
+    })
+    .await;
+    let landlord = server.connect(&format!("{prefix}_landlord")).await;
+    for t in 1..=fleet() {
+        server
+            .connect(&format!("{prefix}_t{t}"))
+            .await
+            .batch_execute("UPDATE tenant_brandings SET primary_color = '#f22222'")
+            .await
+            .unwrap();
+    }
+    eventually_within(minutes, "every tenant's change on the landlord", || async {
+        (landlord_rows_with(&landlord, "#f22222").await == fleet() as i64).then_some(())
+    })
+    .await;
+    landlord
+        .batch_execute("UPDATE tenant_brandings SET primary_color = '#f11111'")
+        .await
+        .unwrap();
+    eventually_within(
+        minutes,
+        "the landlord's change in every tenant database",
+        || async {
+            for t in 1..=fleet() {
+                let tenant = server.connect(&format!("{prefix}_t{t}")).await;
+                let row = tenant
+                    .query_one("SELECT primary_color FROM tenant_brandings", &[])
+                    .await
+                    .unwrap();
+                if row.get::<_, Option<String>>(0).as_deref() != Some("#f11111") {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    sampler.await.unwrap();
+    let refused = application.await.unwrap();
+    assert!(bridge.stop().success(), "{}", bridge.log_text());
+    let most = most.load(Ordering::Relaxed);
+    eprintln!("fleet: peak ordinary connections of the bridge (and the test's checks): {most}");
+    // Readers starting (4) and their catalog look-ups share 4 per server,
+    // the registry poll 1, the applier 8, this test's own checks 2.
+    assert!(
+        most <= 4 + 1 + 8 + 2,
+        "the bridge held {most} ordinary connections"
+    );
+    assert_eq!(refused, 0, "an application connection was refused");
 }

@@ -29,6 +29,8 @@ pub(crate) mod offset {
     pub(crate) const TLS_POSTGRES: u16 = 9;
     /// `routing`: the server a tenant moves to.
     pub(crate) const MOVED_POSTGRES: u16 = 10;
+    /// A small server with many tenant databases (`connections`).
+    pub(crate) const FLEET_POSTGRES: u16 = 11;
     /// `tls`: a TLS server whose certificate the bridge must refuse.
     pub(crate) const REFUSED_TLS_POSTGRES: u16 = 11;
     /// `kafka_outage`: a broker to stop and start (its controller listens
