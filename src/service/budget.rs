@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use crate::config::{Config, Dsn};
 use crate::postgres::connect;
 use crate::postgres::registry::Tenant;
+use crate::source::catalog::READER_CONNECTIONS_PER_SERVER;
 
 /// Connections the periodic check holds at most (a landlord and a tenant
 /// reader, and its repair's writer to each).
@@ -21,8 +22,8 @@ const CHECK_CONNECTIONS: usize = 4;
 struct Need {
     /// One replication connection per source database.
     replication: usize,
-    /// Readers' ordinary connections (one per source database), the
-    /// registry poll, the applier's and the check's.
+    /// Readers' ordinary connections (a few per server), the registry
+    /// poll, the applier's and the check's.
     ordinary: usize,
     /// A database of that server to ask.
     ask: Option<(String, Dsn)>,
@@ -75,12 +76,12 @@ fn needs(config: &Config, tenants: &[Tenant]) -> BTreeMap<String, Need> {
     for (database, dsn) in databases {
         let need = needs.entry(dsn.server()).or_default();
         need.replication += 1;
-        need.ordinary += 1;
         need.ask.get_or_insert((database, dsn));
     }
     let applier = config.applier.max_connections_per_server;
     for need in needs.values_mut() {
-        need.ordinary += applier.min(config.applier.max_connections) + CHECK_CONNECTIONS;
+        let readers = need.replication.min(READER_CONNECTIONS_PER_SERVER);
+        need.ordinary = readers + applier.min(config.applier.max_connections) + CHECK_CONNECTIONS;
     }
     if let Some(need) = needs.get_mut(&landlord.server()) {
         need.ordinary += 1; // the readers' registry poll
@@ -124,5 +125,12 @@ mod tests {
         assert_eq!(needs["a:5432"].ordinary, 3 + 1 + 6 + 4);
         assert_eq!(needs["b:5432"].replication, 1);
         assert_eq!(needs["b:5432"].ordinary, 1 + 6 + 4);
+        // Readers take a few ordinary connections per server however many
+        // databases it holds.
+        let many: Vec<Tenant> = (0..100).map(|i| tenant(&i.to_string(), "a")).collect();
+        assert_eq!(
+            super::needs(&config, &many)["a:5432"].ordinary,
+            4 + 1 + 6 + 4
+        );
     }
 }

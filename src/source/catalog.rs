@@ -6,7 +6,8 @@
 //! * Built-in types (oid below 16384) have the same name in every database
 //!   of a server: they are looked up once per server and process.
 //! * A reader holds an ordinary connection only with one of the server's
-//!   few permits (`STARTS_PER_SERVER`, shared with starting readers), and
+//!   few permits (`READER_CONNECTIONS_PER_SERVER`, shared with starting
+//!   readers), and
 //!   closes it once idle.
 
 use std::collections::HashMap;
@@ -27,7 +28,7 @@ const IDLE: Duration = Duration::from_secs(2);
 
 /// Ordinary connections readers may hold on one server at once (starting
 /// readers and catalog look-ups together).
-const STARTS_PER_SERVER: usize = 4;
+pub(crate) const READER_CONNECTIONS_PER_SERVER: usize = 4;
 
 /// Oids below this are PostgreSQL's own (`FirstNormalObjectId`).
 const FIRST_USER_OID: u32 = 16384;
@@ -41,7 +42,7 @@ pub(crate) async fn server_permit(server: &str) -> Option<OwnedSemaphorePermit> 
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let entry = servers.entry(server.to_string());
-        Arc::clone(entry.or_insert_with(|| Arc::new(Semaphore::new(STARTS_PER_SERVER))))
+        Arc::clone(entry.or_insert_with(|| Arc::new(Semaphore::new(READER_CONNECTIONS_PER_SERVER))))
     };
     // Only a closed semaphore refuses, and these are never closed.
     semaphore.acquire_owned().await.ok()

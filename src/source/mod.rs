@@ -23,7 +23,7 @@
 //! `tenant_rows` reads a tenant's current state (for reconciles).
 
 pub(crate) mod capture;
-mod catalog;
+pub(crate) mod catalog;
 pub(crate) mod changes;
 pub(crate) mod pgoutput;
 pub(crate) mod replication;
