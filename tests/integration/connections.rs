@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use crate::support::{
-    bridge_command, connect, eventually, eventually_within, http_request, kafka_brokers,
-    landlord_color, offset, set_tenant_color, tenant_color, wait_streaming, Bridge, OwnPostgres,
-    TestEnv, LANDLORD_SCHEMA, TENANT_SCHEMA,
+    bridge_command, config_text, connect, eventually, eventually_within, http_request,
+    kafka_brokers, landlord_color, offset, set_tenant_color, tenant_color, wait_streaming, Bridge,
+    OwnPostgres, TestEnv, Topic, LANDLORD_SCHEMA, TENANT_SCHEMA,
 };
 
 const APPLIER: &str = "capped_applier";
@@ -148,35 +148,18 @@ fn fleet() -> usize {
 
 /// The fleet test's configuration: landlord and tenants on `server`.
 fn fleet_config(server: &OwnPostgres, prefix: &str) -> String {
-    format!(
-        r#"
-[landlord]
-dsn = "{landlord}"
-[tenants]
-connection_template = "{template}"
-rediscover_interval_secs = 2
-[[table]]
-name = "tenant_brandings"
-[table.landlord_registry_columns]
-tenant_slug = "slug"
-[kafka]
-brokers = "{brokers}"
-topic = "{prefix}.changes"
-partitions = 6
-consumer_group = "{prefix}_applier"
-[replication]
-slot_prefix = "f"
-[applier]
-max_connections = 16
-max_connections_per_server = 8
-[check]
-interval_secs = 0
-[http]
-listen = ""
-"#,
-        landlord = server.dsn(&format!("{prefix}_landlord")),
-        template = server.dsn("{database_name}"),
-        brokers = kafka_brokers(),
+    let text = config_text(
+        (
+            &server.dsn(&format!("{prefix}_landlord")),
+            &server.dsn("{database_name}"),
+        ),
+        &Topic::new(&kafka_brokers(), &format!("{prefix}.changes")),
+        prefix,
+        "[check]\ninterval_secs = 0",
+    );
+    text.replace(
+        "batch_wait_ms = 10",
+        "batch_wait_ms = 10\nmax_connections = 16\nmax_connections_per_server = 8",
     )
 }
 

@@ -126,36 +126,11 @@ impl TestEnv {
 
     /// Writes the bridge configuration; `extra` is appended verbatim.
     pub(crate) fn write_config(&self, extra: &str) {
-        let text = format!(
-            r#"
-[landlord]
-dsn = "{landlord}"
-[tenants]
-connection_template = "{template}"
-rediscover_interval_secs = 1
-[[table]]
-name = "tenant_brandings"
-[table.landlord_registry_columns]
-tenant_slug = "slug"
-[kafka]
-brokers = "{brokers}"
-topic = "{topic}"
-partitions = 3
-consumer_group = "{prefix}_applier"
-[replication]
-slot_prefix = "{prefix}"
-status_interval_ms = 200
-[applier]
-batch_wait_ms = 10
-[http]
-listen = ""
-{extra}
-"#,
-            landlord = dsn(&self.landlord_db),
-            template = dsn("{database_name}"),
-            brokers = self.topic.brokers,
-            topic = self.topic.name,
-            prefix = self.prefix,
+        let text = config_text(
+            (&dsn(&self.landlord_db), &dsn("{database_name}")),
+            &self.topic,
+            &self.prefix,
+            extra,
         );
         std::fs::write(&self.config_path, text).unwrap();
     }
@@ -222,4 +197,39 @@ listen = ""
     pub(crate) fn bridge_run(&self, args: &[&str]) -> CommandRun {
         super::bridge::bridge_run(&self.config_path, args, &[])
     }
+}
+
+/// A test configuration: the landlord DSN and tenant template given, topic,
+/// group and slots named after `prefix`, short intervals; `extra` is
+/// appended verbatim.
+pub(crate) fn config_text(dsns: (&str, &str), topic: &Topic, prefix: &str, extra: &str) -> String {
+    let (landlord, template) = dsns;
+    format!(
+        r#"
+[landlord]
+dsn = "{landlord}"
+[tenants]
+connection_template = "{template}"
+rediscover_interval_secs = 1
+[[table]]
+name = "tenant_brandings"
+[table.landlord_registry_columns]
+tenant_slug = "slug"
+[kafka]
+brokers = "{brokers}"
+topic = "{topic}"
+partitions = 3
+consumer_group = "{prefix}_applier"
+[replication]
+slot_prefix = "{prefix}"
+status_interval_ms = 200
+[applier]
+batch_wait_ms = 10
+[http]
+listen = ""
+{extra}
+"#,
+        brokers = topic.brokers,
+        topic = topic.name,
+    )
 }
