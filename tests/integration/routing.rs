@@ -336,6 +336,15 @@ async fn a_tenant_that_moves_to_another_server_syncs_there_and_leaves_no_slot_be
         .unwrap();
 
     wait_landlord(&env, 0, "#b00001").await;
+    // The applier reads the registry on its own interval: until it has
+    // seen the move, a landlord change still goes to the old place.
+    eventually("the applier knows of the move", || async {
+        bridge
+            .log_text()
+            .contains("tenants joined, moved or changed direction")
+            .then_some(())
+    })
+    .await;
     eventually("the old slot is gone", || async {
         let slots: i64 = env
             .tenant(0)
