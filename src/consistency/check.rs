@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::model::direction::{gate, Directions, Gate};
 use crate::model::{Direction, Envelope, Side};
 use crate::postgres::bridge_schema::{load_apply_key, ApplyKey};
-use crate::postgres::registry::{load_tenants, Tenant};
+use crate::postgres::registry::{load_tenants, select_tenants, Tenant};
 use crate::postgres::{connect, directions, DbError};
 use crate::runtime::metrics::metrics;
 use crate::source::tenant_rows::current_state;
@@ -52,7 +52,8 @@ pub async fn run_check(
 ) -> Result<Report, CheckError> {
     let started = Instant::now();
     let landlord = connect(&config.landlord.dsn, "landlord").await?;
-    let tenants = chosen_tenants(load_tenants(&landlord, &config).await?, &options.tenants)?;
+    let tenants = select_tenants(load_tenants(&landlord, &config).await?, &options.tenants)
+        .map_err(CheckError::UnknownTenant)?;
     let directions = directions::load(&landlord, &config).await?;
     let writer = match (options.repair, key) {
         (false, _) => None,
@@ -88,29 +89,20 @@ pub async fn run_check(
     for (index, first_seen) in second_look {
         tokio::time::sleep(SETTLE.saturating_sub(first_seen.elapsed())).await;
         let tenant = &tenants[index];
-        let mut report = checker.check(tenant).await?;
-        if report.state.is_divergent() && checker.writer.is_some() {
-            checker.repair(tenant, &mut report).await?;
-        }
+        let report = match checker.read(tenant).await? {
+            Ok(sides) => {
+                let mut report = checker.assess(tenant, &sides);
+                if report.state.is_divergent() && checker.writer.is_some() {
+                    checker.repair(tenant, &sides, &mut report).await?;
+                }
+                report
+            }
+            Err(reason) => unreachable_report(tenant, reason),
+        };
         reports[index] = report;
         progress(&reports[index], index + 1, tenants.len());
     }
     Ok(Report::new(reports, started.elapsed()))
-}
-
-fn chosen_tenants(all: Vec<Tenant>, wanted: &[String]) -> Result<Vec<Tenant>, CheckError> {
-    if wanted.is_empty() {
-        return Ok(all);
-    }
-    wanted
-        .iter()
-        .map(|id| {
-            all.iter()
-                .find(|t| t.id.as_str() == id)
-                .cloned()
-                .ok_or_else(|| CheckError::UnknownTenant(id.clone()))
-        })
-        .collect()
 }
 
 /// Waits until tenant `index` may start under `rate` tenants per second.
@@ -137,21 +129,21 @@ struct Checker {
 impl Checker {
     /// One tenant's state. Only a failing landlord fails the whole check.
     async fn check(&mut self, tenant: &Tenant) -> Result<TenantReport, CheckError> {
-        let sides = match self.read(tenant).await? {
-            Ok(sides) => sides,
-            Err(reason) => {
-                let mut report = TenantReport::new(tenant, State::Unreachable, Vec::new());
-                report.note = Some(reason);
-                return Ok(report);
-            }
-        };
-        let verdicts = self.compare(&sides);
+        Ok(match self.read(tenant).await? {
+            Ok(sides) => self.assess(tenant, &sides),
+            Err(reason) => unreachable_report(tenant, reason),
+        })
+    }
+
+    /// The tenant's state from both sides as read.
+    fn assess(&self, tenant: &Tenant, sides: &Sides) -> TenantReport {
+        let verdicts = self.compare(sides);
         let mut state = worst(&verdicts);
         let direction = self.directions.of(&tenant.id);
         if direction == Direction::Paused {
             state = State::Paused;
         }
-        Ok(TenantReport::new(tenant, state, table_reports(&verdicts)))
+        TenantReport::new(tenant, state, table_reports(&verdicts))
     }
 
     /// Both sides' rows and tombstones; `Err(reason)` when the tenant's
@@ -215,14 +207,12 @@ impl Checker {
     async fn repair(
         &mut self,
         tenant: &Tenant,
+        sides: &Sides,
         report: &mut TenantReport,
     ) -> Result<(), CheckError> {
-        let Ok(sides) = self.read(tenant).await? else {
-            return Ok(());
-        };
         let direction = self.directions.of(&tenant.id);
         let mut notes = Vec::new();
-        let verdicts = self.compare(&sides);
+        let verdicts = self.compare(sides);
         let Some(writer) = self.writer.as_mut() else {
             return Ok(());
         };
@@ -264,6 +254,13 @@ impl Checker {
         report.note = (!notes.is_empty()).then(|| notes.join("; "));
         Ok(())
     }
+}
+
+/// A tenant whose database could not be read, and why.
+fn unreachable_report(tenant: &Tenant, reason: String) -> TenantReport {
+    let mut report = TenantReport::new(tenant, State::Unreachable, Vec::new());
+    report.note = Some(reason);
+    report
 }
 
 /// The tenant's state: the first divergent table's, else consistent.

@@ -133,6 +133,15 @@ pub(crate) fn request_limit(config: &KafkaConfig) -> usize {
 /// The applier's consumer: offsets are stored and committed by hand, after
 /// the target database transaction committed.
 pub fn consumer(config: &KafkaConfig) -> Result<StreamConsumer, KafkaSetupError> {
+    consumer_in_group(config, &config.consumer_group)
+}
+
+/// A consumer with the applier's settings in consumer group `group`
+/// (replay uses a throwaway one).
+pub(super) fn consumer_in_group(
+    config: &KafkaConfig,
+    group: &str,
+) -> Result<StreamConsumer, KafkaSetupError> {
     // A crashed applier's partitions move to a new one after the session
     // timeout; the broker default (45 s) would stall applying that long.
     let fetch_max = (request_limit(config).max(52_428_800)).to_string();
@@ -144,7 +153,7 @@ pub fn consumer(config: &KafkaConfig) -> Result<StreamConsumer, KafkaSetupError>
         ("receive.message.max.bytes", receive_max.as_str()),
     ];
     let forced = [
-        ("group.id", config.consumer_group.as_str()),
+        ("group.id", group),
         ("enable.auto.commit", "false"),
         ("enable.auto.offset.store", "false"),
         ("enable.partition.eof", "false"),

@@ -10,7 +10,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::client::{base_config, client_error, request_limit, KafkaSetupError};
+use super::client::{client_error, consumer_in_group, KafkaSetupError};
 use crate::config::KafkaConfig;
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -126,6 +126,8 @@ impl TopicRange {
     }
 }
 
+/// A consumer of a group of its own, which nothing else uses and which
+/// never commits.
 fn throwaway_consumer(config: &KafkaConfig) -> Result<StreamConsumer, KafkaSetupError> {
     let group = format!(
         "{}.replay.{}.{}",
@@ -133,19 +135,7 @@ fn throwaway_consumer(config: &KafkaConfig) -> Result<StreamConsumer, KafkaSetup
         std::process::id(),
         unix_millis(SystemTime::now())
     );
-    let fetch_max = request_limit(config).max(52_428_800).to_string();
-    let mut client = base_config(config);
-    client
-        .set("fetch.max.bytes", &fetch_max)
-        .set(
-            "receive.message.max.bytes",
-            (request_limit(config).max(52_428_800) + 1024 * 1024).to_string(),
-        )
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false");
-    client.create().map_err(client_error(config))
+    consumer_in_group(config, &group)
 }
 
 fn partitions_of(consumer: &StreamConsumer, topic: &str) -> Result<Vec<i32>, String> {

@@ -108,6 +108,24 @@ impl TenantDirectory {
 
 /// Reads the registry. Every column is fetched as text so that the query may
 /// return ids of any type.
+/// The registry's tenants with the ids in `wanted` (in that order), or
+/// every tenant when `wanted` is empty; `Err(id)` names an id that is not
+/// registered.
+pub fn select_tenants(all: Vec<Tenant>, wanted: &[String]) -> Result<Vec<Tenant>, String> {
+    if wanted.is_empty() {
+        return Ok(all);
+    }
+    wanted
+        .iter()
+        .map(|id| {
+            all.iter()
+                .find(|t| t.id.as_str() == id)
+                .cloned()
+                .ok_or_else(|| id.clone())
+        })
+        .collect()
+}
+
 pub async fn load_tenants(client: &Client, config: &Config) -> Result<Vec<Tenant>, DbError> {
     let wrapped = format!(
         "SELECT row_to_json(r)::text FROM ({}) r",

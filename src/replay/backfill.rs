@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::kafka::delivery::{Delivery, DeliveryError};
 use crate::model::{Lsn, Op, Side};
 use crate::postgres::connect;
-use crate::postgres::registry::{load_tenants, Tenant};
+use crate::postgres::registry::{load_tenants, select_tenants, Tenant};
 use crate::source::tenant_rows::current_state;
 
 /// What a backfill published.
@@ -62,11 +62,7 @@ pub async fn backfill(
     let all = load_tenants(&landlord, &config)
         .await
         .map_err(ReplayError::from)?;
-    let chosen = super::chosen_ids(&all, wanted)?;
-    let tenants: Vec<&Tenant> = all
-        .iter()
-        .filter(|t| chosen.is_empty() || chosen.contains(&t.id))
-        .collect();
+    let tenants = select_tenants(all, wanted).map_err(ReplayError::UnknownTenant)?;
     let producer = crate::kafka::producer(&config.kafka).map_err(ReplayError::from)?;
     let source = match from {
         Side::Landlord => "landlord".to_string(),

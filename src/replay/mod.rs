@@ -11,7 +11,7 @@
 
 pub mod backfill;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ use crate::kafka::KafkaSetupError;
 use crate::model::direction::{gate, Directions, Gate};
 use crate::model::{Envelope, Side, TenantId};
 use crate::postgres::bridge_schema::load_apply_key;
-use crate::postgres::registry::{load_tenants, Tenant};
+use crate::postgres::registry::{load_tenants, select_tenants};
 use crate::postgres::{connect, directions, DbError};
 
 /// Messages applied per round (grouped by target database).
@@ -118,13 +118,16 @@ pub async fn replay(
 ) -> Result<ReplaySummary, ReplayError> {
     let landlord = connect(&config.landlord.dsn, "landlord").await?;
     let tenants = load_tenants(&landlord, &config).await?;
-    let chosen = chosen_ids(&tenants, &options.tenants)?;
+    let chosen = select_tenants(tenants.clone(), &options.tenants)
+        .map_err(ReplayError::UnknownTenant)?
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
     let directions = directions::load(&landlord, &config).await?;
     let key = load_apply_key(&landlord, &config).await?;
     let mut run = Replay {
         writer: DirectWriter::new(Arc::clone(&config), key, &tenants),
         dead_letters: DeadLetters::new(&config.kafka)?,
-        registry: tenants.into_iter().map(|t| (t.id.clone(), t)).collect(),
         chosen,
         directions,
         options: options.clone(),
@@ -148,24 +151,11 @@ pub async fn replay(
     Ok(run.summary)
 }
 
-fn chosen_ids(tenants: &[Tenant], wanted: &[String]) -> Result<Vec<TenantId>, ReplayError> {
-    wanted
-        .iter()
-        .map(|id| {
-            tenants
-                .iter()
-                .find(|t| t.id.as_str() == id)
-                .map(|t| t.id.clone())
-                .ok_or_else(|| ReplayError::UnknownTenant(id.clone()))
-        })
-        .collect()
-}
-
 struct Replay {
     writer: DirectWriter,
     dead_letters: DeadLetters,
-    registry: HashMap<TenantId, Tenant>,
-    chosen: Vec<TenantId>,
+    /// The tenants asked for (all registered ones by default).
+    chosen: HashSet<TenantId>,
     directions: Directions,
     options: ReplayOptions,
     summary: ReplaySummary,
@@ -201,9 +191,7 @@ impl Replay {
     /// Whether the change is asked for and its tenant's direction carries it.
     fn wanted(&mut self, envelope: &Envelope) -> bool {
         let tenant = &envelope.tenant.id;
-        let asked = self.options.to.takes(envelope.origin.side)
-            && (self.chosen.is_empty() || self.chosen.contains(tenant))
-            && self.registry.contains_key(tenant);
+        let asked = self.options.to.takes(envelope.origin.side) && self.chosen.contains(tenant);
         if !asked {
             self.summary.skipped_by_filter += 1;
             return false;

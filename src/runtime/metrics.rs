@@ -117,46 +117,66 @@ pub struct CheckMetrics {
     pub repairs: prometheus::IntCounter,
 }
 
+/// Registers a metric built from this file's constant names and help
+/// texts: a failure is a programming error, which the first test that
+/// touches the metrics reports.
+fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let metric = metric.expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
+/// Builds and registers the metrics of one registry.
+struct Registrar<'r>(&'r Registry);
+
+impl Registrar<'_> {
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        registered(self.0, IntCounterVec::new(Opts::new(name, help), labels))
+    }
+
+    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        registered(self.0, IntGaugeVec::new(Opts::new(name, help), labels))
+    }
+
+    fn counter(&self, name: &str, help: &str) -> prometheus::IntCounter {
+        registered(self.0, prometheus::IntCounter::new(name, help))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> prometheus::IntGauge {
+        registered(self.0, prometheus::IntGauge::new(name, help))
+    }
+
+    fn float(&self, name: &str, help: &str) -> prometheus::Gauge {
+        registered(self.0, prometheus::Gauge::new(name, help))
+    }
+}
+
 impl CheckMetrics {
-    fn new(registry: &Registry) -> CheckMetrics {
-        let float = |name: &str, help: &str| {
-            let g = prometheus::Gauge::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
-        };
-        let tenants = IntGaugeVec::new(
-            Opts::new(
+    fn new(r: &Registrar<'_>) -> CheckMetrics {
+        CheckMetrics {
+            tenants: r.gauges(
                 CHECK_TENANTS,
                 "Tenants per state in the last consistency check",
+                &["state"],
             ),
-            &["state"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(tenants.clone()))
-            .expect("unique metric");
-        let repairs = prometheus::IntCounter::new(
-            CHECK_REPAIRS,
-            "Tenants made consistent by a repair of the consistency check",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(repairs.clone()))
-            .expect("unique metric");
-        CheckMetrics {
-            tenants,
-            inconsistent_ratio: float(
+            inconsistent_ratio: r.float(
                 CHECK_INCONSISTENT_RATIO,
                 "Divergent tenants over compared tenants in the last consistency check",
             ),
-            last_run: float(
+            last_run: r.float(
                 CHECK_LAST_RUN,
                 "Unix time the last consistency check completed",
             ),
-            duration_seconds: float(CHECK_DURATION, "How long the last consistency check took"),
-            repairs,
+            duration_seconds: r.float(CHECK_DURATION, "How long the last consistency check took"),
+            repairs: r.counter(
+                CHECK_REPAIRS,
+                "Tenants made consistent by a repair of the consistency check",
+            ),
         }
     }
 }
@@ -164,119 +184,82 @@ impl CheckMetrics {
 impl Metrics {
     fn new() -> Metrics {
         let registry = Registry::new();
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
-        };
-        let gauge = |name: &str, help: &str, labels: &[&str]| {
-            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
-        };
-        let events_produced = counter(
-            EVENTS_PRODUCED,
-            "Change events acknowledged by Kafka",
-            &["database"],
-        );
-        let confirmed_lsn = gauge(CONFIRMED_LSN, "LSN confirmed to PostgreSQL", &["slot"]);
-        let replication_lag_bytes = gauge(
-            REPLICATION_LAG_BYTES,
-            "WAL bytes not yet confirmed",
-            &["slot"],
-        );
-        let source_up = gauge(
-            SOURCE_UP,
-            "1 while the database is streaming",
-            &["database"],
-        );
-        let slot_recreated = counter(
-            SLOT_RECREATED,
-            "Replication slots lost and created again",
-            &["database"],
-        );
-        let kafka_up = prometheus::IntGauge::new(KAFKA_UP, "0 while Kafka is unreachable")
-            .expect("valid metric");
-        registry
-            .register(Box::new(kafka_up.clone()))
-            .expect("unique metric");
+        let r = Registrar(&registry);
+        let kafka_up = r.gauge(KAFKA_UP, "0 while Kafka is unreachable");
         kafka_up.set(1);
-        let target_up = gauge(
-            TARGET_UP,
-            "0 while the applier cannot reach the database",
-            &["database"],
+        let end_to_end_seconds = registered(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(END_TO_END_SECONDS, "Source commit to target commit").buckets(
+                    vec![
+                        0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                    ],
+                ),
+            ),
         );
-        let echo_suppressed = counter(
-            ECHO_SUPPRESSED,
-            "Row events of the applier's own transactions, not re-sent",
-            &["database"],
-        );
-        let events_applied = counter(
-            EVENTS_APPLIED,
-            "Kafka events handled by the applier",
-            &["outcome"],
-        );
-        let end_to_end_seconds = Histogram::with_opts(
-            HistogramOpts::new(END_TO_END_SECONDS, "Source commit to target commit").buckets(vec![
-                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-            ]),
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(end_to_end_seconds.clone()))
-            .expect("unique metric");
-        let rejected_versions = prometheus::IntCounter::new(
-            REJECTED_VERSIONS,
-            "Changes refused because their version lies too far in the future",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(rejected_versions.clone()))
-            .expect("unique metric");
-        let oversized_events = counter(
-            OVERSIZED_EVENTS,
-            "Change events larger than kafka.max_message_bytes, noted on the dead-letter topic instead",
-            &["database"],
-        );
-        let plain_counter = |name: &str, help: &str| {
-            let c = prometheus::IntCounter::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
-        };
         Metrics {
-            connections: gauge(
+            events_produced: r.counters(
+                EVENTS_PRODUCED,
+                "Change events acknowledged by Kafka",
+                &["database"],
+            ),
+            confirmed_lsn: r.gauges(CONFIRMED_LSN, "LSN confirmed to PostgreSQL", &["slot"]),
+            replication_lag_bytes: r.gauges(
+                REPLICATION_LAG_BYTES,
+                "WAL bytes not yet confirmed",
+                &["slot"],
+            ),
+            source_up: r.gauges(
+                SOURCE_UP,
+                "1 while the database is streaming",
+                &["database"],
+            ),
+            slot_recreated: r.counters(
+                SLOT_RECREATED,
+                "Replication slots lost and created again",
+                &["database"],
+            ),
+            kafka_up,
+            target_up: r.gauges(
+                TARGET_UP,
+                "0 while the applier cannot reach the database",
+                &["database"],
+            ),
+            echo_suppressed: r.counters(
+                ECHO_SUPPRESSED,
+                "Row events of the applier's own transactions, not re-sent",
+                &["database"],
+            ),
+            events_applied: r.counters(
+                EVENTS_APPLIED,
+                "Kafka events handled by the applier",
+                &["outcome"],
+            ),
+            end_to_end_seconds,
+            rejected_versions: r.counter(
+                REJECTED_VERSIONS,
+                "Changes refused because their version lies too far in the future",
+            ),
+            oversized_events: r.counters(
+                OVERSIZED_EVENTS,
+                "Change events larger than kafka.max_message_bytes, noted on the dead-letter topic instead",
+                &["database"],
+            ),
+            connections: r.gauges(
                 CONNECTIONS,
                 "Connections the applier keeps open, by server",
                 &["server"],
             ),
-            connection_evictions: plain_counter(
+            connection_evictions: r.counter(
                 CONNECTION_EVICTIONS,
                 "Idle applier connections closed to stay within applier.max_connections(_per_server)",
             ),
-            connection_waits: plain_counter(
+            connection_waits: r.counter(
                 CONNECTION_WAITS,
                 "Tenant databases whose changes waited for a free connection (a later round of the batch)",
             ),
-            check: CheckMetrics::new(&registry),
-            oversized_events,
-            rejected_versions,
+            check: CheckMetrics::new(&r),
             registry,
-            events_produced,
-            confirmed_lsn,
-            replication_lag_bytes,
-            source_up,
-            slot_recreated,
-            kafka_up,
-            target_up,
-            echo_suppressed,
-            events_applied,
-            end_to_end_seconds,
         }
     }
 

@@ -28,23 +28,11 @@ pub enum Role {
     Applier,
 }
 
-/// Reads the registry once more and checks the connection budget (only
-/// warns).
-async fn warn_about_connection_budget(config: &Config) {
-    let Ok(landlord) = crate::postgres::connect(&config.landlord.dsn, "landlord").await else {
-        return;
-    };
-    if let Ok(tenants) = crate::postgres::registry::load_tenants(&landlord, config).await {
-        drop(landlord);
-        budget::check_connection_budget(config, &tenants).await;
-    }
-}
-
 /// Runs the selected roles until `shutdown` fires; returns after every task
 /// has drained and stopped.
 pub async fn run(config: Arc<Config>, role: Role, trigger: ShutdownTrigger) -> anyhow::Result<()> {
-    let key = preflight::check(&config).await?;
-    warn_about_connection_budget(&config).await;
+    let preflight::Preflight { key, tenants } = preflight::check(&config).await?;
+    budget::check_connection_budget(&config, &tenants).await;
     kafka::ensure_topic(&config.kafka).await?;
     let mut tasks: tokio::task::JoinSet<anyhow::Result<()>> = tokio::task::JoinSet::new();
     if role != Role::Applier {

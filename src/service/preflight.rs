@@ -10,7 +10,7 @@ use tokio_postgres::error::SqlState;
 
 use crate::model::Side;
 use crate::postgres::bridge_schema::{load_apply_key, ApplyKey};
-use crate::postgres::registry::load_tenants;
+use crate::postgres::registry::{load_tenants, Tenant};
 use crate::postgres::setup::ensure_installed;
 use crate::postgres::{connect, DbError};
 
@@ -31,9 +31,16 @@ pub enum PreflightError {
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What the checks found that the start needs.
+pub struct Preflight {
+    /// The installation's apply token, which the roles need.
+    pub key: ApplyKey,
+    /// The registry as read now (for the connection budget).
+    pub tenants: Vec<Tenant>,
+}
+
 /// Landlord reachable, logical replication on, registry readable, Kafka up.
-/// Returns the installation's apply token, which the roles need.
-pub async fn check(config: &Config) -> Result<ApplyKey, PreflightError> {
+pub async fn check(config: &Config) -> Result<Preflight, PreflightError> {
     let mut landlord = connect(&config.landlord.dsn, "landlord")
         .await
         .map_err(|e| PreflightError::Landlord(e.to_string()))?;
@@ -47,7 +54,7 @@ pub async fn check(config: &Config) -> Result<ApplyKey, PreflightError> {
     if wal_level != "logical" {
         return Err(PreflightError::WalLevel(wal_level));
     }
-    load_tenants(&landlord, config).await.map_err(|e| {
+    let tenants = load_tenants(&landlord, config).await.map_err(|e| {
         let advice = match &e {
             DbError::Query { source, .. } if source.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
                 "the bridge's role lacks privileges: apply what `cdc-bridge grants --role <role>` prints"
@@ -65,7 +72,7 @@ pub async fn check(config: &Config) -> Result<ApplyKey, PreflightError> {
         .await
         .map_err(|e| PreflightError::Landlord(e.to_string()))?;
     check_kafka(config).await?;
-    Ok(key)
+    Ok(Preflight { key, tenants })
 }
 
 async fn check_kafka(config: &Config) -> Result<(), PreflightError> {
