@@ -245,6 +245,7 @@ fn application_connections(
 /// always connect meanwhile.
 #[tokio::test(flavor = "multi_thread")]
 async fn three_hundred_tenants_on_a_server_with_sixty_connections_sync_both_ways() {
+    let _heavy = crate::support::HEAVY.lock().await;
     let slots = (fleet() + 20).to_string();
     let server = OwnPostgres::start(
         offset::FLEET_POSTGRES,

@@ -13,6 +13,7 @@ use crate::support::{
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kafka_outage_degrades_health_confirms_nothing_new_and_catches_up() {
+    let _heavy = crate::support::HEAVY.lock().await;
     let kafka = OwnKafka::new(offset::OUTAGE_KAFKA);
     let env = TestEnv::with_kafka("kafkadown", 1, kafka.brokers()).await;
     env.set_http("");

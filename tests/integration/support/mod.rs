@@ -51,6 +51,11 @@ pub(crate) use stack::{offset, OwnKafka, OwnPostgres};
 /// How long a test waits for anything before it fails.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 
+/// Held by the two heaviest tests (the Kafka outage, whose broker restart
+/// is slow under load, and the 300-database fleet) so that they never run
+/// at the same time on a 2-core machine.
+pub(crate) static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Polls `check` until it returns `Some` or the deadline passes.
 pub(crate) async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
