@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::pool::TargetPool;
+use super::pool::{TargetDb, TargetPool};
 use super::routing::{data_columns_only, Target};
 use super::target::{Change, TargetError};
 use super::writer::{
@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::model::conflict::Version;
 use crate::model::loop_guard::APPLY_MARKER_PREFIX;
 use crate::model::{Envelope, Op, TenantId};
+use crate::postgres::bridge_schema::ApplyKey;
 use crate::postgres::registry::Tenant;
 use crate::runtime::metrics::{count_events, EventOutcome};
 
@@ -39,26 +40,38 @@ struct Prepared {
 /// `apply_group` for large groups of upserts; anything else (a delete in
 /// the group, a column that appeared) takes the usual path.
 pub(super) async fn apply_group_bulk(
-    pool: &mut TargetPool,
-    config: &Config,
+    pool: &TargetPool,
     registry: &HashMap<TenantId, Tenant>,
     target: &Target,
     envelopes: &[&Envelope],
 ) -> Result<GroupResult, ApplierError> {
     if envelopes.len() < MIN_GROUP || envelopes.iter().any(|e| e.op == Op::Delete) {
-        return apply_group(pool, config, registry, target, envelopes).await;
+        return apply_group(pool, registry, target, envelopes).await;
     }
-    let key = pool.key().clone();
-    let db = pool.get(target, config, registry).await?;
+    let key = pool.key().ok_or(ApplierError::ReadOnly)?;
+    let config = pool.config();
+    pool.with(target, registry, async |db| {
+        bulk_on(db, config, registry, (target, key), envelopes).await
+    })
+    .await
+}
+
+async fn bulk_on(
+    db: &mut TargetDb,
+    config: &Config,
+    registry: &HashMap<TenantId, Tenant>,
+    (target, key): (&Target, &ApplyKey),
+    envelopes: &[&Envelope],
+) -> Result<GroupResult, ApplierError> {
     let mut result = GroupResult::default();
     let (newest, superseded) = newest_per_row(envelopes);
     result.stale += superseded;
     let Some(prepared) = prepare(db, config, registry, target, &newest, &mut result).await? else {
-        return apply_on(db, config, registry, (target, &key), envelopes).await;
+        return apply_on(db, config, registry, (target, key), envelopes).await;
     };
     for chunk in chunks(&prepared) {
         let label = db.label.clone();
-        let written = write_chunk(db, &key, &chunk).await;
+        let written = write_chunk(db, key, &chunk).await;
         match written {
             Ok(applied) => {
                 result.applied += applied;
@@ -66,7 +79,7 @@ pub(super) async fn apply_group_bulk(
             }
             Err(e) if e.is_about_the_change() => {
                 let subset: Vec<&Envelope> = chunk.iter().map(|p| envelopes[p.index]).collect();
-                let one_by_one = apply_on(db, config, registry, (target, &key), &subset).await?;
+                let one_by_one = apply_on(db, config, registry, (target, key), &subset).await?;
                 result.applied += one_by_one.applied;
                 result.stale += one_by_one.stale;
                 let rejected = one_by_one.rejected.into_iter();
@@ -92,7 +105,7 @@ pub(super) async fn apply_group_bulk(
 /// `result.rejected`); `None` when a column only the source had may have
 /// appeared on the target, which the usual path handles.
 async fn prepare(
-    db: &mut super::pool::TargetDb,
+    db: &mut TargetDb,
     config: &Config,
     registry: &HashMap<TenantId, Tenant>,
     target: &Target,
@@ -181,7 +194,7 @@ fn chunks(changes: &[Prepared]) -> Vec<Vec<&Prepared>> {
 
 /// One transaction: the apply marker, then the chunk in three statements.
 async fn write_chunk(
-    db: &mut super::pool::TargetDb,
+    db: &mut TargetDb,
     key: &crate::postgres::bridge_schema::ApplyKey,
     chunk: &[&Prepared],
 ) -> Result<u64, TargetError> {

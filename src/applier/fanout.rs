@@ -12,13 +12,12 @@
 //!                            └ tenant 3: silent ─► timeout ─► unreachable (changes deferred)
 //! ```
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use rdkafka::message::OwnedMessage;
 
-use super::pool::{open, Limits, TargetDb, TargetPool};
+use super::pool::Lease;
 use super::routing::{unknown_tenant, Target};
 use super::tenants::TenantState;
 use super::writer::{apply_on, GroupResult};
@@ -29,20 +28,16 @@ use crate::runtime::metrics::{count_events, metrics, EventOutcome};
 /// One tenant target's share of a batch.
 pub(super) type TenantGroup<'m> = (Target, Vec<(&'m OwnedMessage, &'m Envelope)>);
 
-/// One tenant target to write: its pooled connection, if any, and its
-/// share of the batch.
-type Job<'m> = (
-    Target,
-    Option<TargetDb>,
-    Vec<(&'m OwnedMessage, &'m Envelope)>,
-);
+/// One tenant target to write: its leased connection and its share of the
+/// batch.
+type Job<'m> = (Target, Lease, Vec<(&'m OwnedMessage, &'m Envelope)>);
 
 /// What came back from writing one tenant target.
 struct Written<'m> {
     target: Target,
     items: Vec<(&'m OwnedMessage, &'m Envelope)>,
     /// The connection, when it is still good to keep.
-    db: Option<TargetDb>,
+    lease: Option<Lease>,
     result: Result<GroupResult, ApplierError>,
 }
 
@@ -53,7 +48,7 @@ impl Applier {
         &mut self,
         groups: Vec<TenantGroup<'_>>,
     ) -> Result<(), ApplierError> {
-        let mut runnable = Vec::new();
+        let mut pending = Vec::new();
         for (target, items) in groups {
             let Target::Tenant(id) = &target else {
                 continue;
@@ -66,32 +61,59 @@ impl Applier {
             } else if self.tenants.state(id) == TenantState::Unreachable {
                 count_events(EventOutcome::Deferred, items.len() as u64);
             } else {
-                let server = TargetPool::server_of(&self.config, &self.tenants.registry, &target);
-                runnable.push((target, items, server));
+                pending.push((target, items));
             }
         }
-        let parallel = self.config.applier.max_parallel_targets;
-        for round in rounds(runnable, self.pool.limits(), parallel) {
-            let mut demand: HashMap<String, usize> = HashMap::new();
-            let mut jobs = Vec::with_capacity(round.len());
-            for (target, items, server) in round {
-                *demand.entry(server).or_default() += 1;
-                let db = self.pool.take(&target);
-                jobs.push((target, db, items));
-            }
-            self.pool.make_room(&demand);
+        while !pending.is_empty() {
+            let (jobs, later) = self.lease_round(pending).await?;
             let written = self.write_side_by_side(jobs).await;
             for done in written {
                 self.settle(done).await?;
             }
+            pending = later;
         }
         Ok(())
+    }
+
+    /// Connections for as many of the `pending` targets as fit the caps
+    /// now (and `applier.max_parallel_targets`), in order; the others wait
+    /// for a later round. When none fits, waits for the first one (holding
+    /// no lease, so nothing can deadlock).
+    async fn lease_round<'m>(
+        &self,
+        pending: Vec<TenantGroup<'m>>,
+    ) -> Result<(Vec<Job<'m>>, Vec<TenantGroup<'m>>), ApplierError> {
+        let (registry, parallel) = (
+            &self.tenants.registry,
+            self.config.applier.max_parallel_targets,
+        );
+        let mut jobs = Vec::new();
+        let mut later = Vec::new();
+        for (target, items) in pending {
+            let lease = match jobs.len() < parallel {
+                true => self.pool.try_lease(&target, registry)?,
+                false => None,
+            };
+            match lease {
+                Some(lease) => jobs.push((target, lease, items)),
+                None => later.push((target, items)),
+            }
+        }
+        if jobs.is_empty() && !later.is_empty() {
+            let (target, items) = later.remove(0);
+            let lease = self.pool.lease(&target, registry).await?;
+            jobs.push((target, lease, items));
+        }
+        if !later.is_empty() {
+            metrics().connection_waits.inc_by(later.len() as u64);
+        }
+        Ok((jobs, later))
     }
 
     async fn write_side_by_side<'m>(&self, jobs: Vec<Job<'m>>) -> Vec<Written<'m>> {
         let writes: Vec<_> = jobs
             .into_iter()
-            .map(|(target, db, items)| self.write_one(target, db, items))
+            .map(|(target, lease, items)| self.write_one(target, lease, items))
             .collect();
         stream::iter(writes)
             .buffer_unordered(self.config.applier.max_parallel_targets)
@@ -104,29 +126,25 @@ impl Applier {
     async fn write_one<'m>(
         &self,
         target: Target,
-        db: Option<TargetDb>,
+        mut lease: Lease,
         items: Vec<(&'m OwnedMessage, &'m Envelope)>,
     ) -> Written<'m> {
-        let (config, registry, key) = (&self.config, &self.tenants.registry, self.pool.key());
+        let (config, registry) = (&self.config, &self.tenants.registry);
         let limit = config.applier.target_timeout;
         let envelopes: Vec<&Envelope> = items.iter().map(|(_, e)| *e).collect();
         let work = async {
-            let mut db = match db {
-                Some(db) => db,
-                None => open(&target, config, registry, key).await?,
-            };
-            let result = apply_on(&mut db, config, registry, (&target, key), &envelopes).await;
-            Ok::<_, ApplierError>((db, result))
+            let key = self.pool.key().ok_or(ApplierError::ReadOnly)?;
+            let db = lease.db().await?;
+            apply_on(db, config, registry, (&target, key), &envelopes).await
         };
-        let (db, result) = match tokio::time::timeout(limit, work).await {
-            Ok(Ok((db, Ok(applied)))) => (Some(db), Ok(applied)),
-            Ok(Ok((_, Err(error)))) | Ok(Err(error)) => (None, Err(error)),
-            Err(_) => (None, Err(timed_out(&target, limit))),
+        let result = match tokio::time::timeout(limit, work).await {
+            Ok(result) => result,
+            Err(_) => Err(timed_out(&target, limit)),
         };
         Written {
+            lease: result.is_ok().then_some(lease),
             target,
             items,
-            db,
             result,
         }
     }
@@ -137,11 +155,11 @@ impl Applier {
         let Written {
             target,
             items,
-            db,
+            lease,
             result,
         } = done;
-        if let Some(db) = db {
-            self.pool.put(target.clone(), db);
+        if let Some(lease) = lease {
+            lease.finish();
         }
         match (result, &target) {
             (Ok(applied), _) => {
@@ -159,99 +177,9 @@ impl Applier {
     }
 }
 
-/// A tenant target's share of a batch with the server it lives on.
-type Placed<'m> = (Target, Vec<(&'m OwnedMessage, &'m Envelope)>, String);
-
-/// Splits the targets into rounds that each fit the connection limits
-/// (one connection left for the landlord, overall and on every server) and
-/// `parallel`; a target that does not fit waits for a later round, in
-/// order. Usually everything fits in one.
-fn rounds(mut pending: Vec<Placed<'_>>, limits: Limits, parallel: usize) -> Vec<Vec<Placed<'_>>> {
-    let width = parallel.min(limits.total - 1).max(1);
-    let per_server = (limits.per_server - 1).max(1);
-    let mut rounds = Vec::new();
-    while !pending.is_empty() {
-        let mut round = Vec::new();
-        let mut later = Vec::new();
-        let mut on_server: HashMap<String, usize> = HashMap::new();
-        for placed in pending {
-            let used = on_server.entry(placed.2.clone()).or_default();
-            if round.len() < width && *used < per_server {
-                *used += 1;
-                round.push(placed);
-            } else {
-                later.push(placed);
-            }
-        }
-        if !later.is_empty() {
-            metrics().connection_waits.inc_by(later.len() as u64);
-        }
-        rounds.push(round);
-        pending = later;
-    }
-    rounds
-}
-
 fn timed_out(target: &Target, limit: Duration) -> ApplierError {
     ApplierError::TargetTimeout {
         target: format!("{target:?}"),
         seconds: limit.as_secs_f64(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn placed(id: &str, server: &str) -> Placed<'static> {
-        (Target::Tenant(id.into()), Vec::new(), server.to_string())
-    }
-
-    fn ids(rounds: &[Vec<Placed<'_>>]) -> Vec<Vec<String>> {
-        rounds
-            .iter()
-            .map(|round| {
-                round
-                    .iter()
-                    .map(|(target, _, _)| match target {
-                        Target::Tenant(id) => id.to_string(),
-                        Target::Landlord => "landlord".into(),
-                    })
-                    .collect()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn targets_beyond_the_limits_wait_for_later_rounds_in_order() {
-        let limits = Limits {
-            total: 4,
-            per_server: 3,
-        };
-        let pending = vec![
-            placed("1", "a:5432"),
-            placed("2", "a:5432"),
-            placed("3", "a:5432"),
-            placed("4", "b:5432"),
-            placed("5", "a:5432"),
-        ];
-        // Three at a time (one connection stays for the landlord), at most
-        // two per server.
-        assert_eq!(
-            ids(&rounds(pending, limits, 16)),
-            [vec!["1", "2", "4"], vec!["3", "5"]]
-        );
-    }
-
-    #[test]
-    fn everything_fits_in_one_round_within_the_limits() {
-        let limits = Limits {
-            total: 32,
-            per_server: 8,
-        };
-        let pending = (0..5).map(|i| placed(&i.to_string(), "a:1")).collect();
-        assert_eq!(rounds(pending, limits, 16).len(), 1);
-        let pending: Vec<_> = (0..5).map(|i| placed(&i.to_string(), "a:1")).collect();
-        assert_eq!(rounds(pending, limits, 2).len(), 3, "parallel limits too");
     }
 }

@@ -42,13 +42,12 @@ use crate::kafka::dead_letter::{DeadLetterError, DeadLetters};
 use crate::kafka::{self, KafkaSetupError};
 use crate::model::direction::{gate, Gate};
 use crate::model::{Envelope, TenantId};
-use crate::postgres::bridge_schema::ApplyKey;
 use crate::postgres::registry::{load_tenants, Tenant};
 use crate::postgres::{directions, DbError};
 use crate::runtime::metrics::{count_events, metrics, EventOutcome};
 use crate::runtime::retry::{Backoff, Classify, ErrorClass, FailureLog};
 use crate::runtime::shutdown::Shutdown;
-use pool::TargetPool;
+pub use pool::TargetPool;
 use routing::Target;
 use target::TargetError;
 use tenants::Tenants;
@@ -71,6 +70,8 @@ pub enum ApplierError {
     },
     #[error("writing to {target} took longer than {seconds} s (applier.target_timeout_secs); its server is silent or overloaded")]
     TargetTimeout { target: String, seconds: f64 },
+    #[error("internal: a write was asked of a connection pool opened to read only (no apply key)")]
+    ReadOnly,
 }
 
 impl Classify for ApplierError {
@@ -81,6 +82,7 @@ impl Classify for ApplierError {
             ApplierError::Db(e) => e.class(),
             ApplierError::Target { source, .. } => source.class(),
             ApplierError::TargetTimeout { .. } => ErrorClass::Transient,
+            ApplierError::ReadOnly => ErrorClass::Permanent,
         }
     }
 }
@@ -105,11 +107,13 @@ pub struct Applier {
 }
 
 impl Applier {
-    pub fn new(config: Arc<Config>, key: ApplyKey) -> Result<Self, ApplierError> {
+    /// An applier writing through `pool` (which must hold the apply key;
+    /// the periodic check shares it).
+    pub fn new(config: Arc<Config>, pool: TargetPool) -> Result<Self, ApplierError> {
         let consumer = kafka::consumer(&config.kafka)?;
         consumer.subscribe(&[config.kafka.topic.as_str()])?;
         Ok(Applier {
-            pool: TargetPool::new(key, pool::Limits::of(&config)),
+            pool,
             dead_letters: DeadLetters::new(&config.kafka)?,
             tenants: Tenants::new(config.sync.default_direction),
             config,
@@ -223,8 +227,7 @@ impl Applier {
     ) -> Result<(), ApplierError> {
         let envelopes: Vec<&Envelope> = items.iter().map(|(_, e)| *e).collect();
         let applied = apply_group(
-            &mut self.pool,
-            &self.config,
+            &self.pool,
             &self.tenants.registry,
             &Target::Landlord,
             &envelopes,
@@ -274,12 +277,13 @@ impl Applier {
             return Ok(());
         }
         let config = &self.config;
-        let landlord = self
+        let (registry, directions) = self
             .pool
-            .get(&Target::Landlord, config, &self.tenants.registry)
+            .with(&Target::Landlord, &self.tenants.registry, async |db| {
+                let registry = load_tenants(&db.client, config).await?;
+                Ok::<_, DbError>((registry, directions::load(&db.client, config).await?))
+            })
             .await?;
-        let registry = load_tenants(&landlord.client, config).await?;
-        let directions = directions::load(&landlord.client, config).await?;
         let first_read = self.tenants.never_read();
         let changed = self.tenants.update(registry, directions);
         if !changed.is_empty() && !first_read {
@@ -303,14 +307,14 @@ impl Applier {
             .pool
             .with_missing_columns(writer::SCHEMA_RECHECK_INTERVAL)
         {
-            let Ok(db) = self
+            let config = &self.config;
+            let recheck = self
                 .pool
-                .get(&target, &self.config, &self.tenants.registry)
-                .await
-            else {
-                continue;
-            };
-            match writer::recheck_missing_columns(db, &self.config, target.side()).await {
+                .with(&target, &self.tenants.registry, async |db| {
+                    writer::recheck_missing_columns(db, config, target.side()).await
+                })
+                .await;
+            match recheck {
                 Ok(true) => self.columns_appeared(&target),
                 Ok(false) => {}
                 Err(error) => warn!(?target, %error, "re-reading the target's columns failed"),

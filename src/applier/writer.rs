@@ -71,15 +71,17 @@ pub(super) struct GroupResult {
 /// budget allows. Transient failures (and failures of the database as a
 /// whole) fail the group; a change the target refuses is rejected alone.
 pub(super) async fn apply_group(
-    pool: &mut TargetPool,
-    config: &Config,
+    pool: &TargetPool,
     registry: &HashMap<TenantId, Tenant>,
     target: &Target,
     envelopes: &[&Envelope],
 ) -> Result<GroupResult, ApplierError> {
-    let key = pool.key().clone();
-    let db = pool.get(target, config, registry).await?;
-    apply_on(db, config, registry, (target, &key), envelopes).await
+    let key = pool.key().ok_or(ApplierError::ReadOnly)?;
+    let config = pool.config();
+    pool.with(target, registry, async |db| {
+        apply_on(db, config, registry, (target, key), envelopes).await
+    })
+    .await
 }
 
 /// `apply_group` on a connection the caller holds.
