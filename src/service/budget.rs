@@ -125,9 +125,6 @@ mod tests {
         // Readers take a few ordinary connections per server however many
         // databases it holds.
         let many: Vec<Tenant> = (0..100).map(|i| tenant(&i.to_string(), "a")).collect();
-        assert_eq!(
-            super::needs(&config, &many)["a:5432"].ordinary,
-            4 + 1 + 6
-        );
+        assert_eq!(super::needs(&config, &many)["a:5432"].ordinary, 4 + 1 + 6);
     }
 }
