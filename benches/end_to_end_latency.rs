@@ -11,7 +11,8 @@
 //! application itself to a plain landlord table right after each commit
 //! (a hand-written dual write), whose latency is one more commit.
 //!
-//! Needs the bench stack: `scripts/bench.sh end_to_end_latency`.
+//! Needs the bench stack: `scripts/bench.sh end_to_end_latency`
+//! (`CDC_BENCH_RATES=1000` for one rate only).
 //! Output: `bench-results/end_to_end_latency.json`.
 
 mod common;
@@ -302,7 +303,9 @@ async fn main() {
         return;
     }
     let prefix = format!("bench_e2e_{}", std::process::id());
-    let mut fleet = Fleet::create(&prefix, TENANTS, "").await;
+    // For trying settings by hand: `CDC_BENCH_EXTRA=$'[applier]\nbatch_wait_ms = 0'`.
+    let extra = std::env::var("CDC_BENCH_EXTRA").unwrap_or_default();
+    let mut fleet = Fleet::create(&prefix, TENANTS, &extra).await;
     fleet.record_arrivals().await;
     fleet
         .landlord()
@@ -317,7 +320,14 @@ async fn main() {
     );
     let mut results = Vec::new();
     let mut tag = 0;
-    for &rate in RATES {
+    let rates: Vec<u32> = match std::env::var("CDC_BENCH_RATES") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|r| r.trim().parse().ok())
+            .collect(),
+        Err(_) => RATES.to_vec(),
+    };
+    for &rate in &rates {
         for way in [Way::ToLandlord, Way::ToTenant] {
             let mut runs = Vec::new();
             let mut baselines = Vec::new();

@@ -40,12 +40,12 @@ impl Fleet {
         let admin = connect("postgres").await;
         let template = format!("{prefix}_template");
         let landlord = format!("{prefix}_landlord");
-        admin
-            .batch_execute(&format!(
-                "CREATE DATABASE {template}; CREATE DATABASE {landlord}"
-            ))
-            .await
-            .unwrap();
+        for db in [&template, &landlord] {
+            admin
+                .batch_execute(&format!("CREATE DATABASE {db}"))
+                .await
+                .unwrap();
+        }
         connect(&template)
             .await
             .batch_execute(include_str!("../../scripts/seed/tenant.sql"))

@@ -11,8 +11,7 @@ use super::pool::{TargetDb, TargetPool};
 use super::routing::{data_columns_only, Target};
 use super::target::{Change, TargetError};
 use super::writer::{
-    apply_group, apply_on, load_target_table, note_source_only_columns, observe_latency, routed,
-    GroupResult,
+    apply_on, load_target_table, note_source_only_columns, observe_latency, routed, GroupResult,
 };
 use super::ApplierError;
 use crate::config::Config;
@@ -37,23 +36,48 @@ struct Prepared {
     change: Change,
 }
 
-/// `apply_group` for large groups of upserts; anything else (a delete in
-/// the group, a column that appeared) takes the usual path.
-pub(super) async fn apply_group_bulk(
+/// Applies `envelopes` to `target` on a pooled connection (see
+/// `apply_newest`).
+pub(super) async fn apply_group(
     pool: &TargetPool,
     registry: &HashMap<TenantId, Tenant>,
     target: &Target,
     envelopes: &[&Envelope],
 ) -> Result<GroupResult, ApplierError> {
-    if envelopes.len() < MIN_GROUP || envelopes.iter().any(|e| e.op == Op::Delete) {
-        return apply_group(pool, registry, target, envelopes).await;
-    }
     let key = pool.key().ok_or(ApplierError::ReadOnly)?;
     let config = pool.config();
     pool.with(target, registry, async |db| {
-        bulk_on(db, config, registry, (target, key), envelopes).await
+        apply_newest(db, config, registry, (target, key), envelopes).await
     })
     .await
+}
+
+/// Applies one target's share of a batch: a row changed several times in
+/// it is written once, at its newest version (the conflict rule would
+/// make the older ones stale anyway); large groups go many rows per
+/// statement. Groups with a delete, and a column that appeared, take the
+/// usual path of one change at a time.
+pub(super) async fn apply_newest(
+    db: &mut TargetDb,
+    config: &Config,
+    registry: &HashMap<TenantId, Tenant>,
+    (target, key): (&Target, &ApplyKey),
+    envelopes: &[&Envelope],
+) -> Result<GroupResult, ApplierError> {
+    if envelopes.iter().any(|e| e.op == Op::Delete) {
+        return apply_on(db, config, registry, (target, key), envelopes).await;
+    }
+    if envelopes.len() >= MIN_GROUP {
+        return bulk_on(db, config, registry, (target, key), envelopes).await;
+    }
+    let (newest, superseded) = newest_per_row(envelopes);
+    let chosen: Vec<&Envelope> = newest.iter().map(|(_, e)| *e).collect();
+    let mut result = apply_on(db, config, registry, (target, key), &chosen).await?;
+    let rejected = std::mem::take(&mut result.rejected).into_iter();
+    result.rejected = rejected.map(|(i, reason)| (newest[i].0, reason)).collect();
+    result.stale += superseded;
+    count_events(EventOutcome::Stale, superseded);
+    Ok(result)
 }
 
 async fn bulk_on(
@@ -158,7 +182,9 @@ fn newest_per_row<'e>(envelopes: &[&'e Envelope]) -> (Vec<(usize, &'e Envelope)>
         };
         let row = (envelope.table.as_str(), envelope.tenant.id.as_str());
         match rows.get(&row) {
-            Some(&at) if Version::of(kept[at].1) >= Some(version) => {}
+            // On an equal version the later change wins, as it would
+            // applied one after the other.
+            Some(&at) if Version::of(kept[at].1) > Some(version) => {}
             Some(&at) => kept[at] = (index, envelope),
             None => {
                 rows.insert(row, kept.len());

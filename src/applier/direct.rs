@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use super::bulk::apply_group_bulk;
+use super::bulk::apply_group;
 use super::ApplierError;
 use crate::model::{Envelope, TenantId};
 use crate::postgres::registry::Tenant;
@@ -45,7 +45,7 @@ impl DirectWriter {
         target: &Target,
         envelopes: &[&Envelope],
     ) -> Result<Written, ApplierError> {
-        let result = apply_group_bulk(&self.pool, &self.registry, target, envelopes).await?;
+        let result = apply_group(&self.pool, &self.registry, target, envelopes).await?;
         Ok(Written {
             applied: result.applied,
             stale: result.stale,

@@ -17,27 +17,21 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt};
 use rdkafka::message::OwnedMessage;
 
-use super::pool::Lease;
+use super::bulk::apply_newest;
 use super::routing::{unknown_tenant, Target};
 use super::tenants::TenantState;
-use super::writer::{apply_on, GroupResult};
+use super::writer::GroupResult;
 use super::{Applier, ApplierError};
 use crate::model::Envelope;
-use crate::runtime::metrics::{count_events, metrics, EventOutcome};
+use crate::runtime::metrics::{count_events, EventOutcome};
 
 /// One tenant target's share of a batch.
 pub(super) type TenantGroup<'m> = (Target, Vec<(&'m OwnedMessage, &'m Envelope)>);
-
-/// One tenant target to write: its leased connection and its share of the
-/// batch.
-type Job<'m> = (Target, Lease, Vec<(&'m OwnedMessage, &'m Envelope)>);
 
 /// What came back from writing one tenant target.
 struct Written<'m> {
     target: Target,
     items: Vec<(&'m OwnedMessage, &'m Envelope)>,
-    /// The connection, when it is still good to keep.
-    lease: Option<Lease>,
     result: Result<GroupResult, ApplierError>,
 }
 
@@ -64,56 +58,20 @@ impl Applier {
                 pending.push((target, items));
             }
         }
-        while !pending.is_empty() {
-            let (jobs, later) = self.lease_round(pending).await?;
-            let written = self.write_side_by_side(jobs).await;
-            for done in written {
-                self.settle(done).await?;
-            }
-            pending = later;
+        let written = self.write_side_by_side(pending).await;
+        for done in written {
+            self.settle(done).await?;
         }
         Ok(())
     }
 
-    /// Connections for as many of the `pending` targets as fit the caps
-    /// now (and `applier.max_parallel_targets`), in order; the others wait
-    /// for a later round. When none fits, waits for the first one (holding
-    /// no lease, so nothing can deadlock).
-    async fn lease_round<'m>(
-        &self,
-        pending: Vec<TenantGroup<'m>>,
-    ) -> Result<(Vec<Job<'m>>, Vec<TenantGroup<'m>>), ApplierError> {
-        let (registry, parallel) = (
-            &self.tenants.registry,
-            self.config.applier.max_parallel_targets,
-        );
-        let mut jobs = Vec::new();
-        let mut later = Vec::new();
-        for (target, items) in pending {
-            let lease = match jobs.len() < parallel {
-                true => self.pool.try_lease(&target, registry)?,
-                false => None,
-            };
-            match lease {
-                Some(lease) => jobs.push((target, lease, items)),
-                None => later.push((target, items)),
-            }
-        }
-        if jobs.is_empty() && !later.is_empty() {
-            let (target, items) = later.remove(0);
-            let lease = self.pool.lease(&target, registry).await?;
-            jobs.push((target, lease, items));
-        }
-        if !later.is_empty() {
-            metrics().connection_waits.inc_by(later.len() as u64);
-        }
-        Ok((jobs, later))
-    }
-
-    async fn write_side_by_side<'m>(&self, jobs: Vec<Job<'m>>) -> Vec<Written<'m>> {
-        let writes: Vec<_> = jobs
+    /// Writes the groups at most `applier.max_parallel_targets` at a time,
+    /// each as soon as the pool has a connection for it (the caps bound
+    /// the rest: a group waits for a connection, holding none).
+    async fn write_side_by_side<'m>(&self, groups: Vec<TenantGroup<'m>>) -> Vec<Written<'m>> {
+        let writes: Vec<_> = groups
             .into_iter()
-            .map(|(target, lease, items)| self.write_one(target, lease, items))
+            .map(|(target, items)| self.write_one(target, items))
             .collect();
         stream::iter(writes)
             .buffer_unordered(self.config.applier.max_parallel_targets)
@@ -121,46 +79,54 @@ impl Applier {
             .await
     }
 
-    /// One tenant target's changes, on its connection (opened if needed),
-    /// within the target timeout.
+    /// One tenant target's changes, on a leased connection (opened if
+    /// needed), within the target timeout. Waiting for a free connection
+    /// is not the tenant's fault and does not count against it.
     async fn write_one<'m>(
         &self,
         target: Target,
-        mut lease: Lease,
         items: Vec<(&'m OwnedMessage, &'m Envelope)>,
     ) -> Written<'m> {
         let (config, registry) = (&self.config, &self.tenants.registry);
         let limit = config.applier.target_timeout;
         let envelopes: Vec<&Envelope> = items.iter().map(|(_, e)| *e).collect();
+        let mut lease = match self.pool.lease(&target, registry).await {
+            Ok(lease) => lease,
+            Err(error) => {
+                return Written {
+                    target,
+                    items,
+                    result: Err(error.into()),
+                }
+            }
+        };
         let work = async {
             let key = self.pool.key().ok_or(ApplierError::ReadOnly)?;
             let db = lease.db().await?;
-            apply_on(db, config, registry, (&target, key), &envelopes).await
+            apply_newest(db, config, registry, (&target, key), &envelopes).await
         };
         let result = match tokio::time::timeout(limit, work).await {
             Ok(result) => result,
             Err(_) => Err(timed_out(&target, limit)),
         };
+        if result.is_ok() {
+            lease.finish();
+        }
         Written {
-            lease: result.is_ok().then_some(lease),
             target,
             items,
             result,
         }
     }
 
-    /// Returns the connection, dead-letters what the target refused, and
-    /// defers a tenant whose database failed as a whole.
+    /// Dead-letters what the target refused, and defers a tenant whose
+    /// database failed as a whole.
     async fn settle(&mut self, done: Written<'_>) -> Result<(), ApplierError> {
         let Written {
             target,
             items,
-            lease,
             result,
         } = done;
-        if let Some(lease) = lease {
-            lease.finish();
-        }
         match (result, &target) {
             (Ok(applied), _) => {
                 if applied.columns_appeared {

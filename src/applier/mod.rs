@@ -47,11 +47,11 @@ use crate::postgres::{directions, DbError};
 use crate::runtime::metrics::{count_events, metrics, EventOutcome};
 use crate::runtime::retry::{Backoff, Classify, ErrorClass, FailureLog};
 use crate::runtime::shutdown::Shutdown;
+use bulk::apply_group;
 pub use pool::TargetPool;
 use routing::Target;
 use target::TargetError;
 use tenants::Tenants;
-use writer::apply_group;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplierError {

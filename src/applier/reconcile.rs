@@ -10,9 +10,9 @@
 use futures::FutureExt;
 use tracing::{error, info, warn};
 
+use super::bulk::apply_group;
 use super::routing::Target;
 use super::tenants::TenantState;
-use super::writer::apply_group;
 use super::{set_target_up, Applier, ApplierError};
 use crate::model::direction::{gate, Gate};
 use crate::model::{Envelope, Side, TenantId};

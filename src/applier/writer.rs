@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::warn;
 
-use super::pool::{TargetDb, TargetPool};
+use super::pool::TargetDb;
 use super::routing::{change_for, data_columns_only, Target};
 use super::target::{Change, Outcome, TargetError, TargetTable};
 use super::ApplierError;
@@ -67,24 +67,10 @@ pub(super) struct GroupResult {
     schema_suspect: bool,
 }
 
-/// Applies `envelopes` to `target`, in as few transactions as the time
-/// budget allows. Transient failures (and failures of the database as a
-/// whole) fail the group; a change the target refuses is rejected alone.
-pub(super) async fn apply_group(
-    pool: &TargetPool,
-    registry: &HashMap<TenantId, Tenant>,
-    target: &Target,
-    envelopes: &[&Envelope],
-) -> Result<GroupResult, ApplierError> {
-    let key = pool.key().ok_or(ApplierError::ReadOnly)?;
-    let config = pool.config();
-    pool.with(target, registry, async |db| {
-        apply_on(db, config, registry, (target, key), envelopes).await
-    })
-    .await
-}
-
-/// `apply_group` on a connection the caller holds.
+/// Applies `envelopes` to `target` one change at a time, in as few
+/// transactions as the time budget allows. Transient failures (and
+/// failures of the database as a whole) fail the group; a change the
+/// target refuses is rejected alone.
 pub(super) async fn apply_on(
     db: &mut TargetDb,
     config: &Config,
