@@ -126,12 +126,13 @@ async fn load(fleet: &Fleet, way: Way, rate: u32, tag: u32, twin: bool) -> Vec<S
 }
 
 /// When each version landed on the receiving side (µs), by tenant and
-/// color, once every one of this run's versions has (or a minute passed).
+/// color, once every tenant's last version has (the applier writes only
+/// the newest of a row's versions in one batch), or a minute passed.
 async fn arrivals(
     fleet: &Fleet,
     way: Way,
     tag: u32,
-    expected: usize,
+    last: &[(u32, String)],
 ) -> HashMap<(u32, String), i64> {
     let pattern = format!("#{tag:02x}%");
     let sql = "SELECT tenant, color, (extract(epoch FROM at) * 1e6)::bigint FROM bench_arrivals WHERE color LIKE $1";
@@ -159,7 +160,7 @@ async fn arrivals(
                     .or_insert(at);
             }
         }
-        if landed.len() >= expected || Instant::now() > deadline {
+        if last.iter().all(|key| landed.contains_key(key)) || Instant::now() > deadline {
             return landed;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -241,11 +242,30 @@ fn latencies(sent: &[Sent], landed: &HashMap<(u32, String), i64>) -> Vec<Option<
     out
 }
 
+/// The applier's batches since `before` (a `/metrics` text): how many,
+/// their mean size and mean time to apply.
+fn batches(fleet: &Fleet, before: &str) -> serde_json::Value {
+    let after = fleet.metrics();
+    let delta = |name: &str| fleet.metric(&after, name) - fleet.metric(before, name);
+    let count = delta("cdc_applier_batch_size_count");
+    json!({
+        "batches": count,
+        "mean_size": delta("cdc_applier_batch_size_sum") / count,
+        "mean_apply_ms": delta("cdc_applier_apply_duration_seconds_sum") / count * 1000.0,
+    })
+}
+
 async fn one_run(fleet: &Fleet, way: Way, rate: u32, tag: u32) -> serde_json::Value {
+    let before = fleet.metrics();
     let mut sent = load(fleet, way, rate, tag, false).await;
     // Each tenant's versions in commit order (for `latencies`).
     sent.sort_by_key(|s| (s.tenant, s.committed_us));
-    let landed = arrivals(fleet, way, tag, sent.len()).await;
+    let mut last: HashMap<u32, String> = HashMap::new();
+    for s in &sent {
+        last.insert(s.tenant, s.color.clone());
+    }
+    let last: Vec<(u32, String)> = last.into_iter().collect();
+    let landed = arrivals(fleet, way, tag, &last).await;
     let kafka = kafka_times(fleet, way, tag);
     let all = latencies(&sent, &landed);
     let lost = all.iter().filter(|l| l.is_none()).count();
@@ -259,8 +279,13 @@ async fn one_run(fleet: &Fleet, way: Way, rate: u32, tag: u32) -> serde_json::Va
             applier.push((a - k) as f64 / 1000.0);
         }
     }
+    let first = sent.iter().map(|s| s.committed_us).min().unwrap_or(0);
+    let end = sent.iter().map(|s| s.committed_us).max().unwrap_or(0);
+    let achieved = sent.len() as f64 / ((end - first).max(1) as f64 / 1e6);
     json!({
+        "applier_batches": batches(fleet, &before),
         "sent": sent.len(),
+        "achieved_commits_per_second": achieved,
         "lost": lost,
         "end_to_end": percentiles(total),
         "reader_share": if reader.is_empty() { json!(null) } else { percentiles(reader) },
@@ -291,6 +316,14 @@ async fn baseline_run(fleet: &Fleet, rate: u32, tag: u32) -> serde_json::Value {
         })
         .collect();
     percentiles(ms)
+}
+
+/// `CDC_BENCH_RUNS` (for a quick look by hand), else `RUNS`.
+fn runs_wanted() -> usize {
+    std::env::var("CDC_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(RUNS)
 }
 
 fn p(value: &serde_json::Value, field: &str) -> f64 {
@@ -331,13 +364,16 @@ async fn main() {
         for way in [Way::ToLandlord, Way::ToTenant] {
             let mut runs = Vec::new();
             let mut baselines = Vec::new();
-            for _ in 0..RUNS {
+            for _ in 0..runs_wanted() {
                 tag += 1;
                 runs.push(one_run(&fleet, way, rate, tag).await);
                 if way == Way::ToLandlord {
                     tag += 1;
                     baselines.push(baseline_run(&fleet, rate, tag).await);
                 }
+            }
+            for run in &runs {
+                println!("end_to_end_latency:   run: {}", run["applier_batches"]);
             }
             let p50 = median(runs.iter().map(|r| p(r, "p50_ms")).collect());
             let p99 = median(runs.iter().map(|r| p(r, "p99_ms")).collect());
@@ -361,8 +397,9 @@ async fn main() {
                 )
             });
             println!(
-                "end_to_end_latency: {} at {rate} commits/s: p50 {p50:.1} ms, p99 {p99:.1} ms (median of {RUNS}); reader share p50 {reader_p50:.1} ms, applier share p50 {applier_p50:.1} ms; lost {lost}{}",
+                "end_to_end_latency: {} at {rate} commits/s: p50 {p50:.1} ms, p99 {p99:.1} ms (median of {} runs); reader share p50 {reader_p50:.1} ms, applier share p50 {applier_p50:.1} ms; lost {lost}{}",
                 way.name(),
+                runs.len(),
                 base_p50.map_or(String::new(), |b| format!("; dual-write baseline p50 {b:.2} ms, ratio {:.1}", p50 / b)),
             );
             results.push(json!({

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Benchmarks on a throwaway stack: the reader against pg_recvlogical, the
 # replay against a server-side INSERT … ON CONFLICT of the same rows, and
-# the end-to-end latency against a hand-written dual write.
+# the end-to-end latency against a hand-written dual write, and the fan-out
+# of landlord changes to 200 tenants against direct parallel writes.
 # Results: bench-results/NAME.json for each.
 #   scripts/bench.sh            every benchmark
-#   scripts/bench.sh NAME…      the ones named (reader_throughput, replay_throughput, end_to_end_latency)
+#   scripts/bench.sh NAME…      the ones named (reader_throughput, replay_throughput, end_to_end_latency, fanout)
 set -euo pipefail
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_DIR"
@@ -17,7 +18,7 @@ scripts/stack.sh down >/dev/null 2>&1 || true
 trap 'scripts/stack.sh down' EXIT
 scripts/stack.sh up
 export CDC_TEST_PG_PORT="$PG_PORT" CDC_TEST_KAFKA="127.0.0.1:$KAFKA_PORT"
-for bench in "${@:-reader_throughput replay_throughput end_to_end_latency}"; do
+for bench in "${@:-reader_throughput replay_throughput end_to_end_latency fanout}"; do
     for name in $bench; do
         cargo bench --bench "$name"
     done

@@ -28,6 +28,8 @@ CREATE TRIGGER bench_arrival AFTER INSERT OR UPDATE ON tenant_brandings
 pub struct Fleet {
     pub prefix: String,
     pub tenants: u32,
+    /// The bridge's HTTP port (`/metrics`).
+    pub http_port: u16,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
     bridge: Option<Child>,
@@ -71,14 +73,19 @@ impl Fleet {
             ))
             .await
             .unwrap();
+        let http_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
         let fleet = Fleet {
             prefix: prefix.to_string(),
             tenants,
+            http_port,
             config_path: std::env::temp_dir().join(format!("{prefix}.toml")),
             log_path: std::env::temp_dir().join(format!("{prefix}.log")),
             bridge: None,
         };
-        std::fs::write(&fleet.config_path, config_text(prefix, extra)).unwrap();
+        std::fs::write(&fleet.config_path, config_text(prefix, http_port, extra)).unwrap();
         fleet.cli(&["setup"]);
         for t in 1..=tenants {
             fleet
@@ -169,6 +176,27 @@ impl Fleet {
         }
     }
 
+    /// The bridge's metrics (Prometheus text).
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.http_port)) else {
+            return String::new();
+        };
+        let request = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+        let mut text = String::new();
+        if stream.write_all(request.as_bytes()).is_ok() {
+            let _ = stream.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// The value of the metric sample `name` (with its labels, if any).
+    pub fn metric(&self, text: &str, name: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    }
+
     /// The bridge's process id (for memory and CPU readings).
     pub fn pid(&self) -> Option<u32> {
         self.bridge.as_ref().map(Child::id)
@@ -209,7 +237,7 @@ impl Drop for Fleet {
     }
 }
 
-fn config_text(prefix: &str, extra: &str) -> String {
+fn config_text(prefix: &str, http_port: u16, extra: &str) -> String {
     format!(
         r#"
 [landlord]
@@ -230,7 +258,7 @@ slot_prefix = "{prefix}"
 [check]
 interval_secs = 0
 [http]
-listen = ""
+listen = "127.0.0.1:{http_port}"
 {extra}
 "#,
         landlord = dsn(&format!("{prefix}_landlord")),

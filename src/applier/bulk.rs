@@ -16,14 +16,13 @@ use super::writer::{
 use super::ApplierError;
 use crate::config::Config;
 use crate::model::conflict::Version;
-use crate::model::loop_guard::APPLY_MARKER_PREFIX;
 use crate::model::{Envelope, Op, TenantId};
 use crate::postgres::bridge_schema::ApplyKey;
 use crate::postgres::registry::Tenant;
 use crate::runtime::metrics::{count_events, EventOutcome};
 
 /// Smaller groups go the usual way.
-const MIN_GROUP: usize = 64;
+const MIN_GROUP: usize = 2;
 
 /// Rows per statement and transaction: large enough to spread the round
 /// trips, small enough that the row locks are held for milliseconds.
@@ -224,16 +223,10 @@ async fn write_chunk(
     key: &crate::postgres::bridge_schema::ApplyKey,
     chunk: &[&Prepared],
 ) -> Result<u64, TargetError> {
-    let tx = db.client.transaction().await?;
-    tx.execute(
-        &db.preamble,
-        &[&key.token(), &APPLY_MARKER_PREFIX, &key.marker],
-    )
-    .await?;
-    tx.batch_execute(&super::writer::lock_timeout_sql()).await?;
     let Some(table) = db.tables.get_mut(&chunk[0].table) else {
         return Ok(0);
     };
+    let tx = super::writer::begin_apply((&mut db.client, &db.preamble), key).await?;
     let changes: Vec<&Change> = chunk.iter().map(|p| &p.change).collect();
     let applied = table.apply_many(&tx, &changes).await?;
     tx.commit().await?;

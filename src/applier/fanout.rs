@@ -23,7 +23,7 @@ use super::tenants::TenantState;
 use super::writer::GroupResult;
 use super::{Applier, ApplierError};
 use crate::model::Envelope;
-use crate::runtime::metrics::{count_events, EventOutcome};
+use crate::runtime::metrics::{count_events, metrics, EventOutcome};
 
 /// One tenant target's share of a batch.
 pub(super) type TenantGroup<'m> = (Target, Vec<(&'m OwnedMessage, &'m Envelope)>);
@@ -100,6 +100,7 @@ impl Applier {
                 }
             }
         };
+        let in_flight = InFlight::start();
         let work = async {
             let key = self.pool.key().ok_or(ApplierError::ReadOnly)?;
             let db = lease.db().await?;
@@ -109,6 +110,7 @@ impl Applier {
             Ok(result) => result,
             Err(_) => Err(timed_out(&target, limit)),
         };
+        drop(in_flight);
         if result.is_ok() {
             lease.finish();
         }
@@ -140,6 +142,23 @@ impl Applier {
             (Err(error), Target::Landlord) => return Err(error),
         }
         Ok(())
+    }
+}
+
+/// Counts a tenant database being written in `cdc_applier_targets_in_flight`
+/// for as long as it lives (a cancelled write included).
+struct InFlight;
+
+impl InFlight {
+    fn start() -> InFlight {
+        metrics().batches.targets_in_flight.inc();
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics().batches.targets_in_flight.dec();
     }
 }
 

@@ -148,6 +148,7 @@ impl Applier {
         batch: &[OwnedMessage],
         shutdown: &mut Shutdown,
     ) -> Result<(), ApplierError> {
+        let started = std::time::Instant::now();
         let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
         loop {
             let error = match self.apply_batch(batch).await {
@@ -166,7 +167,13 @@ impl Applier {
             }
         }
         self.failures.recovered("applying a batch");
-        self.commit_offsets(batch)
+        self.commit_offsets(batch)?;
+        if !batch.is_empty() {
+            let m = &metrics().batches;
+            m.size.observe(batch.len() as f64);
+            m.apply_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        Ok(())
     }
 
     async fn apply_batch(&mut self, batch: &[OwnedMessage]) -> Result<(), ApplierError> {

@@ -41,9 +41,10 @@ mod counts;
 /// Marks the transaction as the bridge's own, for the triggers (the token
 /// in a transaction-local setting, bound as a parameter so it shows in no
 /// statement text) and for the reader (the marker message, first in the
-/// transaction): `$1` token, `$2` prefix, `$3` mark.
-const APPLY_PREAMBLE: &str =
-    "SELECT set_config('cdc_bridge.applying', $1, true), pg_logical_emit_message(true, $2, $3)";
+/// transaction), and sets its lock timeout: `$1` token, `$2` prefix, `$3`
+/// mark, `$4` lock timeout (see `writer::begin_apply`).
+const APPLY_PREAMBLE: &str = "SELECT set_config('cdc_bridge.applying', $1, true), \
+     set_config('lock_timeout', $4, true), pg_logical_emit_message(true, $2, $3)";
 
 /// A connection to one target database and the tables known there.
 pub(crate) struct TargetDb {
