@@ -2,10 +2,11 @@
 # Benchmarks on a throwaway stack: the reader against pg_recvlogical, the
 # replay against a server-side INSERT … ON CONFLICT of the same rows, and
 # the end-to-end latency against a hand-written dual write, and the fan-out
-# of landlord changes to 200 tenants against direct parallel writes.
+# of landlord changes to 200 tenants against direct parallel writes, and
+# the scale curve from 10 to 500 tenant databases in one process.
 # Results: bench-results/NAME.json for each.
 #   scripts/bench.sh            every benchmark
-#   scripts/bench.sh NAME…      the ones named (reader_throughput, replay_throughput, end_to_end_latency, fanout)
+#   scripts/bench.sh NAME…      the ones named (reader_throughput, replay_throughput, end_to_end_latency, fanout, scale)
 set -euo pipefail
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_DIR"
@@ -18,8 +19,13 @@ scripts/stack.sh down >/dev/null 2>&1 || true
 trap 'scripts/stack.sh down' EXIT
 scripts/stack.sh up
 export CDC_TEST_PG_PORT="$PG_PORT" CDC_TEST_KAFKA="127.0.0.1:$KAFKA_PORT"
-for bench in "${@:-reader_throughput replay_throughput end_to_end_latency fanout}"; do
+for bench in "${@:-reader_throughput replay_throughput end_to_end_latency fanout scale}"; do
     for name in $bench; do
         cargo bench --bench "$name"
     done
 done
+# Plots of what the results hold (matplotlib from PyPI when missing).
+if command -v python3 >/dev/null; then
+    python3 -c "import matplotlib" 2>/dev/null || python3 -m pip install --quiet matplotlib
+    python3 scripts/plot_bench.py
+fi

@@ -151,7 +151,10 @@ impl Fleet {
             .arg("--config")
             .arg(&self.config_path)
             .arg("run")
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("CDC_BENCH_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -167,11 +167,18 @@ impl Applier {
             }
         }
         self.failures.recovered("applying a batch");
+        let applied = started.elapsed();
         self.commit_offsets(batch)?;
         if !batch.is_empty() {
             let m = &metrics().batches;
             m.size.observe(batch.len() as f64);
             m.apply_seconds.observe(started.elapsed().as_secs_f64());
+            tracing::debug!(
+                messages = batch.len(),
+                applied_ms = applied.as_secs_f64() * 1e3,
+                committed_ms = (started.elapsed() - applied).as_secs_f64() * 1e3,
+                "batch done"
+            );
         }
         Ok(())
     }
@@ -193,13 +200,22 @@ impl Applier {
             self.refresh(true).await?;
         }
         let mut tenant_groups = Vec::new();
+        let started = std::time::Instant::now();
         for (target, items) in self.group_by_target(&decoded) {
             match target {
                 Target::Landlord => self.apply_to_landlord(items).await?,
                 Target::Tenant(_) => tenant_groups.push((target, items)),
             }
         }
+        let landlord = started.elapsed();
+        let targets = tenant_groups.len();
         self.apply_to_tenants(tenant_groups).await?;
+        tracing::debug!(
+            landlord_ms = landlord.as_secs_f64() * 1e3,
+            tenants_ms = (started.elapsed() - landlord).as_secs_f64() * 1e3,
+            targets,
+            "batch written"
+        );
         self.pool.close_idle(self.config.applier.idle_connection);
         Ok(())
     }

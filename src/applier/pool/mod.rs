@@ -337,13 +337,21 @@ fn identity(side: crate::model::Side, dsn: &Dsn) -> String {
 async fn open(place: &Place, config: &Config, key: Option<&ApplyKey>) -> Result<TargetDb, DbError> {
     let label = &place.label;
     let client = connect(&place.dsn, label).await?;
-    if let Some(key) = key {
-        authorise_writes(&client, config, key, label).await?;
-    }
-    let preamble = client
-        .prepare(APPLY_PREAMBLE)
-        .await
-        .map_err(|e| DbError::query(label, "prepare the apply preamble", e))?;
+    let authorise = async {
+        match key {
+            Some(key) => authorise_writes(&client, config, key, label).await,
+            None => Ok(()),
+        }
+    };
+    let prepare = async {
+        client
+            .prepare(APPLY_PREAMBLE)
+            .await
+            .map_err(|e| DbError::query(label, "prepare the apply preamble", e))
+    };
+    // One round trip for both (a new connection per tenant database adds
+    // up when a batch reaches more databases than the caps hold open).
+    let ((), preamble) = futures::try_join!(authorise, prepare)?;
     Ok(TargetDb {
         label: label.clone(),
         client,
