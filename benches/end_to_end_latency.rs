@@ -4,9 +4,10 @@
 //! directions. Open-loop load: every tenant's connection commits on its
 //! own schedule, whatever the bridge does.
 //!
-//! Where the time goes: the Kafka timestamp of each event (set when the
-//! reader hands it to the producer) splits the latency into the reader's
-//! share (commit → Kafka) and the applier's (Kafka → row landed).
+//! Where the time goes: the Kafka timestamp of each event (the broker's
+//! append time: the bench sets the topic to `LogAppendTime`) splits the
+//! latency into the reader's share (commit → in Kafka) and the applier's
+//! (in Kafka → row landed).
 //! Baseline, in the same run: the same load written a second time by the
 //! application itself to a plain landlord table right after each commit
 //! (a hand-written dual write), whose latency is one more commit.
@@ -29,6 +30,14 @@ use serde_json::json;
 use tokio_postgres::Client;
 
 const TENANTS: u32 = 50;
+
+/// `CDC_BENCH_TENANTS` (to see how the fleet's size weighs), else `TENANTS`.
+fn tenants() -> u32 {
+    std::env::var("CDC_BENCH_TENANTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(TENANTS)
+}
 const RATES: &[u32] = &[1_000, 5_000];
 const SECONDS: u32 = 8;
 const RUNS: usize = 3;
@@ -67,10 +76,10 @@ fn now_us() -> i64 {
 /// on its own connection and schedule; with `twin`, each commit is
 /// followed by the same write to a plain landlord table (the baseline).
 async fn load(fleet: &Fleet, way: Way, rate: u32, tag: u32, twin: bool) -> Vec<Sent> {
-    let per_tenant = rate / TENANTS;
+    let per_tenant = rate / tenants();
     let period = Duration::from_secs_f64(1.0 / f64::from(per_tenant));
     let mut tasks = Vec::new();
-    for t in 1..=TENANTS {
+    for t in 1..=tenants() {
         let source = match way {
             Way::ToLandlord => fleet.tenant(t).await,
             Way::ToTenant => fleet.landlord().await,
@@ -91,7 +100,7 @@ async fn load(fleet: &Fleet, way: Way, rate: u32, tag: u32, twin: bool) -> Vec<S
             let statement = source.prepare(sql).await.unwrap();
             let mut ticks = tokio::time::interval(period);
             // Start the tenants spread over one period, not all at once.
-            tokio::time::sleep(period.mul_f64(f64::from(t) / f64::from(TENANTS))).await;
+            tokio::time::sleep(period.mul_f64(f64::from(t) / f64::from(tenants()))).await;
             let mut sent = Vec::new();
             for seq in 0..per_tenant * SECONDS {
                 ticks.tick().await;
@@ -143,7 +152,7 @@ async fn arrivals(
             Way::ToLandlord => vec![fleet.landlord().await],
             Way::ToTenant => {
                 let mut all = Vec::new();
-                for t in 1..=TENANTS {
+                for t in 1..=tenants() {
                     all.push(fleet.tenant(t).await);
                 }
                 all
@@ -164,6 +173,24 @@ async fn arrivals(
             return landed;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Makes the broker stamp every event with its append time.
+async fn log_append_time(topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    let admin: AdminClient<_> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let change = AlterConfig::new(ResourceSpecifier::Topic(topic))
+        .set("message.timestamp.type", "LogAppendTime");
+    let results = admin
+        .alter_configs(&[change], &AdminOptions::new())
+        .await
+        .unwrap();
+    for result in results {
+        result.expect("topic set to LogAppendTime");
     }
 }
 
@@ -338,7 +365,7 @@ async fn main() {
     let prefix = format!("bench_e2e_{}", std::process::id());
     // For trying settings by hand: `CDC_BENCH_EXTRA=$'[applier]\nbatch_wait_ms = 0'`.
     let extra = std::env::var("CDC_BENCH_EXTRA").unwrap_or_default();
-    let mut fleet = Fleet::create(&prefix, TENANTS, &extra).await;
+    let mut fleet = Fleet::create(&prefix, tenants(), &extra).await;
     fleet.record_arrivals().await;
     fleet
         .landlord()
@@ -347,8 +374,10 @@ async fn main() {
         .await
         .unwrap();
     let first_sync = fleet.start().await;
+    log_append_time(&format!("{prefix}.changes")).await;
     println!(
-        "end_to_end_latency: {TENANTS} tenants in sync {:.1} s after start",
+        "end_to_end_latency: {} tenants in sync {:.1} s after start",
+        tenants(),
         first_sync.as_secs_f64()
     );
     let mut results = Vec::new();
@@ -405,7 +434,7 @@ async fn main() {
             results.push(json!({
                 "direction": way.name(),
                 "rate_commits_per_second": rate,
-                "tenants": TENANTS,
+                "tenants": tenants(),
                 "seconds": SECONDS,
                 "runs": runs,
                 "baselines_dual_write": baselines,

@@ -45,8 +45,13 @@ impl Applier {
         Ok(batch)
     }
 
-    /// Commits, per partition, the offset after the batch's last message.
-    pub(super) fn commit_offsets(&self, batch: &[OwnedMessage]) -> Result<(), ApplierError> {
+    /// Commits, per partition, the offset after the batch's last message,
+    /// without waiting for the broker's answer (a round trip per batch
+    /// that took longer than applying it); `flush_offsets` waits for the
+    /// last one at shutdown. Commits go out in order, so a later one never
+    /// loses to an earlier; a lost one only means redelivery, which the
+    /// conflict rule makes harmless.
+    pub(super) fn commit_offsets(&mut self, batch: &[OwnedMessage]) -> Result<(), ApplierError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -61,12 +66,21 @@ impl Applier {
         for ((topic, partition), offset) in next {
             list.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
         }
-        if let Err(error) = self.consumer.commit(&list, CommitMode::Sync) {
-            // The batch is in the databases; a lost offset commit only means
-            // redelivery, which the conflict rule makes harmless.
+        if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
             warn!(%error, "committing Kafka offsets failed; the batch may be redelivered");
         }
+        self.last_offsets = Some(list);
         Ok(())
+    }
+
+    /// Commits the last batch's offsets again and waits for the broker (at
+    /// shutdown, so a restart does not redeliver what was applied).
+    pub(super) fn flush_offsets(&mut self) {
+        if let Some(list) = self.last_offsets.take() {
+            if let Err(error) = self.consumer.commit(&list, CommitMode::Sync) {
+                warn!(%error, "committing Kafka offsets at shutdown failed; the last batch may be redelivered");
+            }
+        }
     }
 }
 

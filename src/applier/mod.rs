@@ -104,6 +104,8 @@ pub struct Applier {
     last_cleanup: Option<std::time::Instant>,
     /// Background connection attempts to unreachable tenants (`reconcile`).
     probes: HashMap<TenantId, tokio::task::JoinHandle<bool>>,
+    /// The offsets last committed (without waiting), flushed at shutdown.
+    last_offsets: Option<rdkafka::TopicPartitionList>,
 }
 
 impl Applier {
@@ -121,6 +123,7 @@ impl Applier {
             failures: FailureLog::default(),
             last_cleanup: None,
             probes: HashMap::new(),
+            last_offsets: None,
         })
     }
 
@@ -137,6 +140,7 @@ impl Applier {
                 break;
             }
         }
+        self.flush_offsets();
         info!("applier stopped cleanly");
         Ok(())
     }

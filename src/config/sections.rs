@@ -301,7 +301,8 @@ pub struct ApplierConfig {
     /// Most Kafka messages applied in one target transaction.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
-    /// How long a batch waits to fill up, in milliseconds.
+    /// How long a batch waits for more messages after taking those that
+    /// had arrived, in milliseconds.
     #[serde(
         rename = "batch_wait_ms",
         default = "default_batch_wait",
@@ -343,7 +344,9 @@ fn default_batch_size() -> usize {
     500
 }
 fn default_batch_wait() -> Duration {
-    Duration::from_millis(20)
+    // Messages that arrived while the last batch was applied join the next
+    // one anyway; waiting for more only adds latency.
+    Duration::ZERO
 }
 fn default_target_timeout() -> Duration {
     Duration::from_secs(5)
