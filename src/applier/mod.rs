@@ -214,12 +214,14 @@ impl Applier {
         let landlord = started.elapsed();
         let targets = tenant_groups.len();
         self.apply_to_tenants(tenant_groups).await?;
-        tracing::debug!(
-            landlord_ms = landlord.as_secs_f64() * 1e3,
-            tenants_ms = (started.elapsed() - landlord).as_secs_f64() * 1e3,
-            targets,
-            "batch written"
-        );
+        if !batch.is_empty() {
+            tracing::debug!(
+                landlord_ms = landlord.as_secs_f64() * 1e3,
+                tenants_ms = (started.elapsed() - landlord).as_secs_f64() * 1e3,
+                targets,
+                "batch written"
+            );
+        }
         self.pool.close_idle(self.config.applier.idle_connection);
         Ok(())
     }

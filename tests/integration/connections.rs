@@ -16,23 +16,35 @@ use crate::support::{
 
 const APPLIER: &str = "capped_applier";
 
-/// Samples the applier's connections until `stop`; the most seen.
+/// Samples the applier's connections (every 10 ms) until `stop`; the most
+/// seen that were still there 50 ms later. A connection the bridge has
+/// closed shows in `pg_stat_activity` until its backend has exited, a
+/// moment after its replacement may have opened; one it holds stays.
 fn sample_connections(stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<i64> {
-    let most = Arc::new(AtomicI64::new(0));
     tokio::spawn(async move {
         let client = connect("postgres").await;
+        let mut recent: std::collections::VecDeque<std::collections::BTreeSet<i32>> =
+            std::collections::VecDeque::new();
+        let mut most = 0;
         while !stop.load(Ordering::Relaxed) {
-            let row = client
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            let pids: std::collections::BTreeSet<i32> = client
+                .query(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
                     &[&APPLIER],
                 )
                 .await
-                .unwrap();
-            most.fetch_max(row.get::<_, i64>(0), Ordering::Relaxed);
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            if recent.len() == 5 {
+                let earlier = recent.pop_front().unwrap_or_default();
+                most = most.max(earlier.intersection(&pids).count() as i64);
+            }
+            recent.push_back(pids);
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        most.load(Ordering::Relaxed)
+        most
     })
 }
 
