@@ -232,7 +232,7 @@ fn tenant_status<'a>(
     let last_error = applier
         .last_error
         .as_deref()
-        .filter(|_| applier.state == Some(ApplierState::Unreachable))
+        .filter(|_| applier.state.is_some_and(|s| s != ApplierState::Live))
         .or(reader
             .last_error
             .as_deref()

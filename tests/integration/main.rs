@@ -13,6 +13,7 @@ mod connections;
 mod consistency;
 mod convergence;
 mod crash;
+mod dashboard;
 mod dead_letters;
 mod failures;
 mod http;
