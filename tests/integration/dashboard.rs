@@ -111,7 +111,10 @@ async fn status_reports_every_tenant_with_reader_applier_and_check_state() {
     // Unreachable once a change for it failed; until then its first
     // reconcile fails and is retried.
     let applier = down["applier_state"].as_str().unwrap();
-    assert!(["unreachable", "reconcile_pending"].contains(&applier), "{down}");
+    assert!(
+        ["unreachable", "reconcile_pending"].contains(&applier),
+        "{down}"
+    );
     let error = down["last_error"].as_str().unwrap();
     assert!(error.contains(&env.tenants[2].database), "{error}");
     assert_eq!(down["check"]["state"], "unreachable");

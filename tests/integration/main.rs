@@ -20,6 +20,7 @@ mod http;
 mod kafka_outage;
 mod least_privilege;
 mod limits;
+mod monitoring;
 mod pipeline;
 mod races;
 mod replay;
