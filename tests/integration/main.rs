@@ -8,6 +8,7 @@ mod support;
 mod adversity;
 mod bad_input;
 mod bidirectional;
+mod browser;
 mod cli;
 mod connections;
 mod consistency;
