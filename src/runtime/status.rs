@@ -198,10 +198,14 @@ impl StatusBoard {
         }
     }
 
-    /// A fresh read of the registry (replaces the previous one).
+    /// A fresh read of the registry (replaces the previous one); check
+    /// results of tenants no longer registered are forgotten.
     pub fn set_tenants(&self, tenants: Vec<TenantEntry>) {
         let mut current = write(&self.tenants);
         if **current != tenants {
+            let ids: std::collections::HashSet<&TenantId> = tenants.iter().map(|t| &t.id).collect();
+            write(&self.checks).retain(|id, _| ids.contains(id));
+            drop(ids);
             *current = Arc::new(tenants);
         }
     }

@@ -173,11 +173,20 @@ struct EventsPerSecond {
     window_seconds: f64,
 }
 
+/// The landlord's own reader (its changes go to the tenants).
+#[derive(Serialize)]
+struct Landlord<'a> {
+    database: &'a str,
+    reader: Option<Reader>,
+    last_error: Option<&'a str>,
+}
+
 #[derive(Serialize)]
 struct Status<'a> {
     version: &'static str,
     uptime_seconds: f64,
     roles: &'a [&'static str],
+    landlord: Landlord<'a>,
     kafka: Kafka<'a>,
     events_per_second: EventsPerSecond,
     /// `null` until the dead-letter topic was read.
@@ -299,10 +308,23 @@ pub fn render(config: &Config, snapshot: &Snapshot, rates: &Rates, query: &Statu
         .take(limit)
         .collect();
     let total_lag = snapshot.consumer_lag.values().sum();
+    let landlord_db = crate::postgres::database_name(&config.landlord.dsn).unwrap_or_default();
+    let landlord_reader = snapshot.readers.get(&landlord_db);
     let status = Status {
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: snapshot.uptime_seconds,
         roles: &snapshot.roles,
+        landlord: Landlord {
+            database: &landlord_db,
+            reader: landlord_reader.map(|r| Reader {
+                state: r.state,
+                slot_lag_bytes: r.lag_bytes,
+                slot_lag_seconds: r.lag_seconds,
+            }),
+            last_error: landlord_reader
+                .filter(|r| r.state != ReaderState::Streaming)
+                .and_then(|r| r.last_error.as_deref()),
+        },
         kafka: Kafka {
             reachable: crate::runtime::metrics::metrics().kafka_up.get() == 1,
             topic: &config.kafka.topic,

@@ -79,6 +79,8 @@ async fn status_reports_every_tenant_with_reader_applier_and_check_state() {
     assert_eq!(all["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(all["kafka"]["topic"], env.topic.name.as_str());
     assert_eq!(all["kafka"]["reachable"], true);
+    assert_eq!(all["landlord"]["database"], env.landlord_db.as_str());
+    assert_eq!(all["landlord"]["reader"]["state"], "streaming", "{all}");
     assert!(all["roles"].as_array().unwrap().len() == 2, "{all}");
     let summary = &all["summary"];
     assert_eq!(summary["tenants"], 4, "{summary}");
