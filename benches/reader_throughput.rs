@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
@@ -237,10 +236,6 @@ async fn main() {
             "ratio_bridge_to_pg_recvlogical": ratio,
         }));
     }
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results");
-    std::fs::create_dir_all(&out).unwrap();
-    let path = out.join("reader_throughput.json");
     let json = serde_json::json!({ "benchmark": "reader_throughput", "kafka_acks": "all", "results": results });
-    std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
-    println!("reader_throughput: results written to {}", path.display());
+    common::write_results("reader_throughput", json);
 }

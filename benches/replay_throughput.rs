@@ -310,10 +310,6 @@ async fn main() {
             "ratio_replay_to_baseline": ratio,
         }));
     }
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results");
-    std::fs::create_dir_all(&out).unwrap();
-    let path = out.join("replay_throughput.json");
     let json = serde_json::json!({ "benchmark": "replay_throughput", "results": results });
-    std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
-    println!("replay_throughput: results written to {}", path.display());
+    common::write_results("replay_throughput", json);
 }

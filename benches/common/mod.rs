@@ -1,7 +1,13 @@
 //! What the benchmarks share: the stack `scripts/bench.sh` started, a
-//! fresh database on it, and the median of several runs.
+//! fresh database on it, and the median of several runs. Not every
+//! benchmark uses all of it.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
 
 use tokio_postgres::{Client, NoTls};
+
+pub mod fleet;
 
 pub fn pg_port() -> u16 {
     std::env::var("CDC_TEST_PG_PORT")
@@ -48,6 +54,15 @@ pub async fn fresh_database(db: &str) -> Client {
 /// there are no unit benches to run.
 pub fn only_listing() -> bool {
     std::env::args().any(|a| a == "--list")
+}
+
+/// Writes `bench-results/{name}.json` and says where.
+pub fn write_results(name: &str, json: serde_json::Value) {
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results");
+    std::fs::create_dir_all(&out).unwrap();
+    let path = out.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    println!("{name}: results written to {}", path.display());
 }
 
 pub fn median(mut values: Vec<f64>) -> f64 {

@@ -7,23 +7,23 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::pool::TargetPool;
+use super::pool::{TargetDb, TargetPool};
 use super::routing::{data_columns_only, Target};
 use super::target::{Change, TargetError};
 use super::writer::{
-    apply_group, apply_on, load_target_table, note_source_only_columns, observe_latency, routed,
+    apply_on, load_target_table, note_source_only_columns, observe_latency, publish_synced, routed,
     GroupResult,
 };
 use super::ApplierError;
 use crate::config::Config;
 use crate::model::conflict::Version;
-use crate::model::loop_guard::APPLY_MARKER_PREFIX;
 use crate::model::{Envelope, Op, TenantId};
+use crate::postgres::bridge_schema::ApplyKey;
 use crate::postgres::registry::Tenant;
 use crate::runtime::metrics::{count_events, EventOutcome};
 
 /// Smaller groups go the usual way.
-const MIN_GROUP: usize = 64;
+const MIN_GROUP: usize = 2;
 
 /// Rows per statement and transaction: large enough to spread the round
 /// trips, small enough that the row locks are held for milliseconds.
@@ -36,37 +36,77 @@ struct Prepared {
     change: Change,
 }
 
-/// `apply_group` for large groups of upserts; anything else (a delete in
-/// the group, a column that appeared) takes the usual path.
-pub(super) async fn apply_group_bulk(
-    pool: &mut TargetPool,
-    config: &Config,
+/// Applies `envelopes` to `target` on a pooled connection (see
+/// `apply_newest`).
+pub(super) async fn apply_group(
+    pool: &TargetPool,
     registry: &HashMap<TenantId, Tenant>,
     target: &Target,
     envelopes: &[&Envelope],
 ) -> Result<GroupResult, ApplierError> {
-    if envelopes.len() < MIN_GROUP || envelopes.iter().any(|e| e.op == Op::Delete) {
-        return apply_group(pool, config, registry, target, envelopes).await;
+    let key = pool.key().ok_or(ApplierError::ReadOnly)?;
+    let config = pool.config();
+    pool.with(target, registry, async |db| {
+        apply_newest(db, config, registry, (target, key), envelopes).await
+    })
+    .await
+}
+
+/// Applies one target's share of a batch: a row changed several times in
+/// it is written once, at its newest version (the conflict rule would
+/// make the older ones stale anyway); large groups go many rows per
+/// statement. Groups with a delete, and a column that appeared, take the
+/// usual path of one change at a time.
+pub(super) async fn apply_newest(
+    db: &mut TargetDb,
+    config: &Config,
+    registry: &HashMap<TenantId, Tenant>,
+    (target, key): (&Target, &ApplyKey),
+    envelopes: &[&Envelope],
+) -> Result<GroupResult, ApplierError> {
+    if envelopes.iter().any(|e| e.op == Op::Delete) {
+        return apply_on(db, config, registry, (target, key), envelopes).await;
     }
-    let key = pool.key().clone();
-    let db = pool.get(target, config, registry).await?;
+    if envelopes.len() >= MIN_GROUP {
+        return bulk_on(db, config, registry, (target, key), envelopes).await;
+    }
+    let (newest, superseded) = newest_per_row(envelopes);
+    let chosen: Vec<&Envelope> = newest.iter().map(|(_, e)| *e).collect();
+    let mut result = apply_on(db, config, registry, (target, key), &chosen).await?;
+    let rejected = std::mem::take(&mut result.rejected).into_iter();
+    result.rejected = rejected.map(|(i, reason)| (newest[i].0, reason)).collect();
+    result.stale += superseded;
+    count_events(EventOutcome::Stale, superseded);
+    Ok(result)
+}
+
+async fn bulk_on(
+    db: &mut TargetDb,
+    config: &Config,
+    registry: &HashMap<TenantId, Tenant>,
+    (target, key): (&Target, &ApplyKey),
+    envelopes: &[&Envelope],
+) -> Result<GroupResult, ApplierError> {
     let mut result = GroupResult::default();
+    // Written by the bulk statements (the one-by-one retries publish theirs).
+    let mut written_in_bulk = 0;
     let (newest, superseded) = newest_per_row(envelopes);
     result.stale += superseded;
     let Some(prepared) = prepare(db, config, registry, target, &newest, &mut result).await? else {
-        return apply_on(db, config, registry, (target, &key), envelopes).await;
+        return apply_on(db, config, registry, (target, key), envelopes).await;
     };
     for chunk in chunks(&prepared) {
         let label = db.label.clone();
-        let written = write_chunk(db, &key, &chunk).await;
+        let written = write_chunk(db, key, &chunk).await;
         match written {
             Ok(applied) => {
+                written_in_bulk += applied;
                 result.applied += applied;
                 result.stale += chunk.len() as u64 - applied;
             }
             Err(e) if e.is_about_the_change() => {
                 let subset: Vec<&Envelope> = chunk.iter().map(|p| envelopes[p.index]).collect();
-                let one_by_one = apply_on(db, config, registry, (target, &key), &subset).await?;
+                let one_by_one = apply_on(db, config, registry, (target, key), &subset).await?;
                 result.applied += one_by_one.applied;
                 result.stale += one_by_one.stale;
                 let rejected = one_by_one.rejected.into_iter();
@@ -85,6 +125,7 @@ pub(super) async fn apply_group_bulk(
     count_events(EventOutcome::Applied, result.applied);
     count_events(EventOutcome::Stale, result.stale);
     observe_latency(envelopes);
+    publish_synced(target.side(), envelopes, written_in_bulk);
     Ok(result)
 }
 
@@ -92,7 +133,7 @@ pub(super) async fn apply_group_bulk(
 /// `result.rejected`); `None` when a column only the source had may have
 /// appeared on the target, which the usual path handles.
 async fn prepare(
-    db: &mut super::pool::TargetDb,
+    db: &mut TargetDb,
     config: &Config,
     registry: &HashMap<TenantId, Tenant>,
     target: &Target,
@@ -145,7 +186,9 @@ fn newest_per_row<'e>(envelopes: &[&'e Envelope]) -> (Vec<(usize, &'e Envelope)>
         };
         let row = (envelope.table.as_str(), envelope.tenant.id.as_str());
         match rows.get(&row) {
-            Some(&at) if Version::of(kept[at].1) >= Some(version) => {}
+            // On an equal version the later change wins, as it would
+            // applied one after the other.
+            Some(&at) if Version::of(kept[at].1) > Some(version) => {}
             Some(&at) => kept[at] = (index, envelope),
             None => {
                 rows.insert(row, kept.len());
@@ -181,20 +224,14 @@ fn chunks(changes: &[Prepared]) -> Vec<Vec<&Prepared>> {
 
 /// One transaction: the apply marker, then the chunk in three statements.
 async fn write_chunk(
-    db: &mut super::pool::TargetDb,
+    db: &mut TargetDb,
     key: &crate::postgres::bridge_schema::ApplyKey,
     chunk: &[&Prepared],
 ) -> Result<u64, TargetError> {
-    let tx = db.client.transaction().await?;
-    tx.execute(
-        &db.preamble,
-        &[&key.token(), &APPLY_MARKER_PREFIX, &key.marker],
-    )
-    .await?;
-    tx.batch_execute(&super::writer::lock_timeout_sql()).await?;
     let Some(table) = db.tables.get_mut(&chunk[0].table) else {
         return Ok(0);
     };
+    let tx = super::writer::begin_apply((&mut db.client, &db.preamble), key).await?;
     let changes: Vec<&Change> = chunk.iter().map(|p| &p.change).collect();
     let applied = table.apply_many(&tx, &changes).await?;
     tx.commit().await?;

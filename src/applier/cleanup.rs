@@ -83,15 +83,17 @@ impl Applier {
             .map(|t| (t.name.clone(), t.landlord_tenant_key.clone()))
             .collect();
         let ids: Vec<&str> = live.iter().map(TenantId::as_str).collect();
-        let db = self
-            .pool
-            .get(&Target::Landlord, &self.config, &self.tenants.registry)
-            .await?;
         let only = TenantsOnly {
             key_columns: &keys,
             ids: &ids,
         };
-        let removed = expire_tombstones(&db.client, &self.config, "landlord", Some(only)).await?;
+        let config = &self.config;
+        let removed = self
+            .pool
+            .with(&Target::Landlord, &self.tenants.registry, async |db| {
+                expire_tombstones(&db.client, config, "landlord", Some(only)).await
+            })
+            .await?;
         if removed > 0 {
             info!(removed, "expired landlord tombstones removed");
         }
@@ -99,11 +101,13 @@ impl Applier {
     }
 
     async fn expire_on(&mut self, target: &Target) -> Result<u64, super::ApplierError> {
-        let db = self
+        let config = &self.config;
+        let removed = self
             .pool
-            .get(target, &self.config, &self.tenants.registry)
+            .with(target, &self.tenants.registry, async |db| {
+                expire_tombstones(&db.client, config, &db.label, None).await
+            })
             .await?;
-        let label = db.label.clone();
-        Ok(expire_tombstones(&db.client, &self.config, &label, None).await?)
+        Ok(removed)
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
@@ -24,8 +25,17 @@ impl Applier {
             }
         };
         let mut batch = vec![first];
+        let limit = self.config.applier.batch_size;
+        // Whatever arrived meanwhile joins at once: under load batches grow
+        // by themselves while the previous one is applied, without waiting.
+        while batch.len() < limit {
+            match self.consumer.recv().now_or_never() {
+                Some(Ok(message)) => batch.push(message.detach()),
+                Some(Err(_)) | None => break,
+            }
+        }
         let deadline = tokio::time::Instant::now() + self.config.applier.batch_wait;
-        while batch.len() < self.config.applier.batch_size {
+        while batch.len() < limit {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
                 Ok(Ok(message)) => batch.push(message.detach()),
                 // What was received so far is applied; the error shows again.

@@ -42,18 +42,17 @@ use crate::kafka::dead_letter::{DeadLetterError, DeadLetters};
 use crate::kafka::{self, KafkaSetupError};
 use crate::model::direction::{gate, Gate};
 use crate::model::{Envelope, TenantId};
-use crate::postgres::bridge_schema::ApplyKey;
 use crate::postgres::registry::{load_tenants, Tenant};
 use crate::postgres::{directions, DbError};
 use crate::runtime::metrics::{count_events, metrics, EventOutcome};
 use crate::runtime::retry::{Backoff, Classify, ErrorClass, FailureLog};
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::status::status;
-use pool::TargetPool;
+use bulk::apply_group;
+pub use pool::TargetPool;
 use routing::Target;
 use target::TargetError;
 use tenants::Tenants;
-use writer::apply_group;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplierError {
@@ -72,6 +71,8 @@ pub enum ApplierError {
     },
     #[error("writing to {target} took longer than {seconds} s (applier.target_timeout_secs); its server is silent or overloaded")]
     TargetTimeout { target: String, seconds: f64 },
+    #[error("internal: a write was asked of a connection pool opened to read only (no apply key)")]
+    ReadOnly,
 }
 
 impl Classify for ApplierError {
@@ -82,6 +83,7 @@ impl Classify for ApplierError {
             ApplierError::Db(e) => e.class(),
             ApplierError::Target { source, .. } => source.class(),
             ApplierError::TargetTimeout { .. } => ErrorClass::Transient,
+            ApplierError::ReadOnly => ErrorClass::Permanent,
         }
     }
 }
@@ -106,11 +108,13 @@ pub struct Applier {
 }
 
 impl Applier {
-    pub fn new(config: Arc<Config>, key: ApplyKey) -> Result<Self, ApplierError> {
+    /// An applier writing through `pool` (which must hold the apply key;
+    /// the periodic check shares it).
+    pub fn new(config: Arc<Config>, pool: TargetPool) -> Result<Self, ApplierError> {
         let consumer = kafka::consumer(&config.kafka)?;
         consumer.subscribe(&[config.kafka.topic.as_str()])?;
         Ok(Applier {
-            pool: TargetPool::new(key, pool::Limits::of(&config)),
+            pool,
             dead_letters: DeadLetters::new(&config.kafka)?,
             tenants: Tenants::new(config.sync.default_direction),
             config,
@@ -145,6 +149,7 @@ impl Applier {
         batch: &[OwnedMessage],
         shutdown: &mut Shutdown,
     ) -> Result<(), ApplierError> {
+        let started = std::time::Instant::now();
         let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
         loop {
             let error = match self.apply_batch(batch).await {
@@ -164,7 +169,20 @@ impl Applier {
             }
         }
         self.failures.recovered("applying a batch");
-        self.commit_offsets(batch)
+        let applied = started.elapsed();
+        self.commit_offsets(batch)?;
+        if !batch.is_empty() {
+            let m = &metrics().batches;
+            m.size.observe(batch.len() as f64);
+            m.apply_seconds.observe(started.elapsed().as_secs_f64());
+            tracing::debug!(
+                messages = batch.len(),
+                applied_ms = applied.as_secs_f64() * 1e3,
+                committed_ms = (started.elapsed() - applied).as_secs_f64() * 1e3,
+                "batch done"
+            );
+        }
+        Ok(())
     }
 
     async fn apply_batch(&mut self, batch: &[OwnedMessage]) -> Result<(), ApplierError> {
@@ -184,13 +202,22 @@ impl Applier {
             self.refresh(true).await?;
         }
         let mut tenant_groups = Vec::new();
+        let started = std::time::Instant::now();
         for (target, items) in self.group_by_target(&decoded) {
             match target {
                 Target::Landlord => self.apply_to_landlord(items).await?,
                 Target::Tenant(_) => tenant_groups.push((target, items)),
             }
         }
+        let landlord = started.elapsed();
+        let targets = tenant_groups.len();
         self.apply_to_tenants(tenant_groups).await?;
+        tracing::debug!(
+            landlord_ms = landlord.as_secs_f64() * 1e3,
+            tenants_ms = (started.elapsed() - landlord).as_secs_f64() * 1e3,
+            targets,
+            "batch written"
+        );
         self.pool.close_idle(self.config.applier.idle_connection);
         self.tenants.publish();
         Ok(())
@@ -226,8 +253,7 @@ impl Applier {
     ) -> Result<(), ApplierError> {
         let envelopes: Vec<&Envelope> = items.iter().map(|(_, e)| *e).collect();
         let applied = apply_group(
-            &mut self.pool,
-            &self.config,
+            &self.pool,
             &self.tenants.registry,
             &Target::Landlord,
             &envelopes,
@@ -278,12 +304,13 @@ impl Applier {
             return Ok(());
         }
         let config = &self.config;
-        let landlord = self
+        let (registry, directions) = self
             .pool
-            .get(&Target::Landlord, config, &self.tenants.registry)
+            .with(&Target::Landlord, &self.tenants.registry, async |db| {
+                let registry = load_tenants(&db.client, config).await?;
+                Ok::<_, DbError>((registry, directions::load(&db.client, config).await?))
+            })
             .await?;
-        let registry = load_tenants(&landlord.client, config).await?;
-        let directions = directions::load(&landlord.client, config).await?;
         let first_read = self.tenants.never_read();
         publish_registry(config, &registry, &directions);
         let changed = self.tenants.update(registry, directions);
@@ -308,14 +335,14 @@ impl Applier {
             .pool
             .with_missing_columns(writer::SCHEMA_RECHECK_INTERVAL)
         {
-            let Ok(db) = self
+            let config = &self.config;
+            let recheck = self
                 .pool
-                .get(&target, &self.config, &self.tenants.registry)
-                .await
-            else {
-                continue;
-            };
-            match writer::recheck_missing_columns(db, &self.config, target.side()).await {
+                .with(&target, &self.tenants.registry, async |db| {
+                    writer::recheck_missing_columns(db, config, target.side()).await
+                })
+                .await;
+            match recheck {
                 Ok(true) => self.columns_appeared(&target),
                 Ok(false) => {}
                 Err(error) => warn!(?target, %error, "re-reading the target's columns failed"),

@@ -10,14 +10,12 @@
 use futures::FutureExt;
 use tracing::{error, info, warn};
 
+use super::bulk::apply_group;
 use super::routing::Target;
 use super::tenants::TenantState;
-use super::writer::apply_group;
 use super::{set_target_up, Applier, ApplierError};
 use crate::model::direction::{gate, Gate};
 use crate::model::{Envelope, Side, TenantId};
-use crate::postgres::connect;
-use crate::source::tenant_rows::current_state;
 
 impl Applier {
     /// Reconciles every tenant waiting for it; a failure leaves the tenant
@@ -68,12 +66,18 @@ impl Applier {
                 return true;
             }
         }
-        let Some(tenant) = self.tenants.registry.get(id) else {
+        // The probe's connection counts against the caps like any other
+        // (and, once through, is the one the reconcile uses); with no room
+        // now, the next round tries again.
+        let target = Target::Tenant(id.clone());
+        let Ok(Some(mut lease)) = self.pool.try_lease(&target, &self.tenants.registry) else {
             return false;
         };
-        let dsn = tenant.dsn(&self.config.tenants.connection_template);
-        let database = tenant.database_name.clone();
-        let probe = tokio::spawn(async move { connect(&dsn, &database).await.is_ok() });
+        let probe = tokio::spawn(async move {
+            let reached = lease.db().await.is_ok();
+            lease.finish();
+            reached
+        });
         self.probes.insert(id.clone(), probe);
         false
     }
@@ -84,27 +88,15 @@ impl Applier {
         };
         let direction = self.tenants.directions.of(id);
         let tenant_ref = tenant.tenant_ref();
-        let config = &self.config;
         let registry = &self.tenants.registry;
         let tenant_target = Target::Tenant(id.clone());
-        let landlord = self.pool.get(&Target::Landlord, config, registry).await?;
-        let from_landlord = current_state(
-            &landlord.client,
-            config,
-            Side::Landlord,
-            "landlord",
-            &tenant_ref,
-        )
-        .await?;
-        let tenant_db = self.pool.get(&tenant_target, config, registry).await?;
-        let from_tenant = current_state(
-            &tenant_db.client,
-            config,
-            Side::Tenant,
-            &tenant.database_name,
-            &tenant_ref,
-        )
-        .await?;
+        let pool = &self.pool;
+        let from_landlord = pool
+            .current_state(&Target::Landlord, registry, &tenant_ref)
+            .await?;
+        let from_tenant = pool
+            .current_state(&tenant_target, registry, &tenant_ref)
+            .await?;
         let mut rejected = Vec::new();
         let mut gained_columns = Vec::new();
         for (origin, rows, target) in [
@@ -113,8 +105,7 @@ impl Applier {
         ] {
             if gate(direction, origin) == Gate::Apply && !rows.is_empty() {
                 let envelopes: Vec<&Envelope> = rows.iter().collect();
-                let applied =
-                    apply_group(&mut self.pool, config, registry, target, &envelopes).await?;
+                let applied = apply_group(pool, registry, target, &envelopes).await?;
                 if applied.columns_appeared {
                     gained_columns.push(target.clone());
                 }

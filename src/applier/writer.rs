@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tracing::warn;
 
-use super::pool::{TargetDb, TargetPool};
+use super::pool::TargetDb;
 use super::routing::{change_for, data_columns_only, Target};
 use super::target::{Change, Outcome, TargetError, TargetTable};
 use super::ApplierError;
@@ -47,9 +47,25 @@ const LOCK_TIMEOUT: Duration = Duration::from_millis(200);
 /// which is what keeps the application out of the deadlock victim's place.
 const TRANSACTION_BUDGET: Duration = Duration::from_millis(400);
 
-/// Sets the applier's lock timeout for the transaction.
-pub(super) fn lock_timeout_sql() -> String {
-    format!("SET LOCAL lock_timeout = '{}ms'", LOCK_TIMEOUT.as_millis())
+/// Opens an apply transaction: the marker, the token and the lock timeout
+/// in one statement (`pool`'s preamble).
+pub(super) async fn begin_apply<'c>(
+    (client, preamble): (&'c mut tokio_postgres::Client, &tokio_postgres::Statement),
+    key: &ApplyKey,
+) -> Result<tokio_postgres::Transaction<'c>, tokio_postgres::Error> {
+    let lock_timeout = format!("{}ms", LOCK_TIMEOUT.as_millis());
+    let tx = client.transaction().await?;
+    tx.execute(
+        preamble,
+        &[
+            &key.token(),
+            &APPLY_MARKER_PREFIX,
+            &key.marker,
+            &lock_timeout,
+        ],
+    )
+    .await?;
+    Ok(tx)
 }
 
 /// What applying a group produced.
@@ -67,22 +83,10 @@ pub(super) struct GroupResult {
     schema_suspect: bool,
 }
 
-/// Applies `envelopes` to `target`, in as few transactions as the time
-/// budget allows. Transient failures (and failures of the database as a
-/// whole) fail the group; a change the target refuses is rejected alone.
-pub(super) async fn apply_group(
-    pool: &mut TargetPool,
-    config: &Config,
-    registry: &HashMap<TenantId, Tenant>,
-    target: &Target,
-    envelopes: &[&Envelope],
-) -> Result<GroupResult, ApplierError> {
-    let key = pool.key().clone();
-    let db = pool.get(target, config, registry).await?;
-    apply_on(db, config, registry, (target, &key), envelopes).await
-}
-
-/// `apply_group` on a connection the caller holds.
+/// Applies `envelopes` to `target` one change at a time, in as few
+/// transactions as the time budget allows. Transient failures (and
+/// failures of the database as a whole) fail the group; a change the
+/// target refuses is rejected alone.
 pub(super) async fn apply_on(
     db: &mut TargetDb,
     config: &Config,
@@ -138,18 +142,7 @@ async fn apply_in_transaction(
         source,
     };
     let started = Instant::now();
-    let tx = db
-        .client
-        .transaction()
-        .await
-        .map_err(|e| target_err(e.into()))?;
-    tx.execute(
-        &db.preamble,
-        &[&key.token(), &APPLY_MARKER_PREFIX, &key.marker],
-    )
-    .await
-    .map_err(|e| target_err(e.into()))?;
-    tx.batch_execute(&lock_timeout_sql())
+    let tx = begin_apply((&mut db.client, &db.preamble), key)
         .await
         .map_err(|e| target_err(e.into()))?;
     for (position, envelope) in envelopes.iter().enumerate() {
@@ -177,29 +170,40 @@ async fn apply_in_transaction(
                 load_target_table(&mut db.tables, &tx, config, table, side, &label).await?;
             result.columns_appeared |= missing.iter().any(|c| target_table.has_column(c));
         }
-        tx.batch_execute("SAVEPOINT change")
-            .await
-            .map_err(|e| target_err(e.into()))?;
+        // A change alone in its transaction needs no savepoint: if it is
+        // refused, the transaction is rolled back instead.
+        let lone = envelopes.len() == 1;
+        if !lone {
+            tx.batch_execute("SAVEPOINT change")
+                .await
+                .map_err(|e| target_err(e.into()))?;
+        }
         let change = data_columns_only(change, |c| target_table.has_column(c), config, table);
         let outcome = match target_table.apply(&tx, &change).await {
             Ok(Outcome::Applied) => EventOutcome::Applied,
             Ok(Outcome::Stale) => EventOutcome::Stale,
             Err(e) if !e.is_about_the_change() => return Err(target_err(e)),
             Err(e) => {
-                tx.batch_execute("ROLLBACK TO SAVEPOINT change")
-                    .await
-                    .map_err(|e| target_err(e.into()))?;
                 result.rejected.push((index, format!("{label}: {e}")));
                 // The table may have changed (a column type, a new
                 // column): read its columns again next time.
                 result.schema_suspect = true;
+                if lone {
+                    tx.rollback().await.map_err(|e| target_err(e.into()))?;
+                    return Ok(index + 1);
+                }
+                tx.batch_execute("ROLLBACK TO SAVEPOINT change")
+                    .await
+                    .map_err(|e| target_err(e.into()))?;
                 continue;
             }
         };
         *result.outcomes.entry(outcome).or_default() += 1;
-        tx.batch_execute("RELEASE SAVEPOINT change")
-            .await
-            .map_err(|e| target_err(e.into()))?;
+        if !lone {
+            tx.batch_execute("RELEASE SAVEPOINT change")
+                .await
+                .map_err(|e| target_err(e.into()))?;
+        }
     }
     tx.commit().await.map_err(|e| target_err(e.into()))?;
     Ok(offset + envelopes.len())
@@ -334,7 +338,7 @@ pub(super) fn observe_latency(envelopes: &[&Envelope]) {
 }
 
 /// The tenants whose changes just committed into `side`, on the status board.
-fn publish_synced(side: crate::model::Side, envelopes: &[&Envelope], applied: u64) {
+pub(super) fn publish_synced(side: crate::model::Side, envelopes: &[&Envelope], applied: u64) {
     let mut tenants: Vec<&TenantId> = envelopes.iter().map(|e| &e.tenant.id).collect();
     tenants.sort_unstable();
     tenants.dedup();

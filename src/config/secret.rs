@@ -112,6 +112,17 @@ impl Dsn {
         let port = parsed.get_ports().first().copied().unwrap_or(5432);
         format!("{host}:{port}")
     }
+
+    /// `user@host:port/database` (no password): connections with one
+    /// identity reach the same data with the same rights.
+    pub fn identity(&self) -> String {
+        let Ok(parsed) = self.0.parse::<tokio_postgres::Config>() else {
+            return "<invalid>".to_string();
+        };
+        let user = parsed.get_user().unwrap_or_default();
+        let database = parsed.get_dbname().unwrap_or(user);
+        format!("{user}@{}/{database}", self.server())
+    }
 }
 
 impl fmt::Debug for Dsn {
@@ -221,6 +232,24 @@ mod tests {
                 "says a password is set: {printed}"
             );
         }
+    }
+
+    #[test]
+    fn an_identity_names_user_server_and_database_but_no_password() {
+        for (dsn, password) in DSN_FORMS {
+            let identity = Dsn::new(*dsn).identity();
+            assert!(!identity.contains(password), "{identity}");
+            assert!(identity.starts_with("u@db:"), "{identity}");
+        }
+        let url = Dsn::new("postgresql://u:pw@db:5433/app").identity();
+        assert_eq!(url, "u@db:5433/app");
+        let keywords = Dsn::new("host=db port=5433 dbname=app user=u password=x");
+        assert_eq!(
+            keywords.identity(),
+            url,
+            "one identity however it is written"
+        );
+        assert_ne!(Dsn::new("host=db dbname=other user=u").identity(), url);
     }
 
     #[test]

@@ -2,19 +2,19 @@
 //! divergent ones again once changes in flight had time to land, repair
 //! on request, and report.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_postgres::Client;
 use tracing::{info, warn};
 
 use super::compare::{compare, Held, State, Verdict};
 use super::report::{Report, TableReport, TenantReport};
-use crate::applier::direct::{DirectWriter, Target};
+use crate::applier::direct::{DirectWriter, Target, TargetPool};
 use crate::config::Config;
 use crate::model::direction::{gate, Directions, Gate};
-use crate::model::{Direction, Envelope, Op, Side};
-use crate::postgres::bridge_schema::{load_apply_key, ApplyKey};
+use crate::model::{Direction, Envelope, Op, Side, TenantId};
+use crate::postgres::bridge_schema::load_apply_key;
 use crate::postgres::registry::{load_tenants, select_tenants, Tenant};
 use crate::postgres::{connect, directions, DbError};
 use crate::runtime::metrics::metrics;
@@ -43,30 +43,35 @@ pub enum CheckError {
     UnknownTenant(String),
 }
 
-/// Checks the chosen tenants; `progress` hears of each one as it is done.
+/// Checks the chosen tenants over `pool` (inside `run`, the applier's:
+/// the check counts against the same connection caps), or over a pool of
+/// its own; `progress` hears of each tenant as it is done.
 pub async fn run_check(
     config: Arc<Config>,
     options: &CheckOptions,
-    key: Option<ApplyKey>,
+    pool: Option<TargetPool>,
     progress: &mut (dyn FnMut(&TenantReport, usize, usize) + Send),
 ) -> Result<Report, CheckError> {
     let started = Instant::now();
-    let landlord = connect(&config.landlord.dsn, "landlord").await?;
-    let tenants = select_tenants(load_tenants(&landlord, &config).await?, &options.tenants)
-        .map_err(CheckError::UnknownTenant)?;
-    let directions = directions::load(&landlord, &config).await?;
-    let writer = match (options.repair, key) {
-        (false, _) => None,
-        (true, Some(key)) => Some(DirectWriter::new(Arc::clone(&config), key, &tenants)),
-        (true, None) => Some(DirectWriter::new(
-            Arc::clone(&config),
-            load_apply_key(&landlord, &config).await?,
-            &tenants,
-        )),
+    let pool = match pool {
+        Some(pool) => pool,
+        None => own_pool(&config, options.repair).await?,
     };
+    let (registered, directions) = pool
+        .with(&Target::Landlord, &HashMap::new(), async |db| {
+            let registered = load_tenants(&db.client, &config).await?;
+            Ok::<_, DbError>((registered, directions::load(&db.client, &config).await?))
+        })
+        .await?;
+    let tenants =
+        select_tenants(registered, &options.tenants).map_err(CheckError::UnknownTenant)?;
+    let writer = options
+        .repair
+        .then(|| DirectWriter::new(pool.clone(), &tenants));
     let mut checker = Checker {
         config,
-        landlord,
+        registry: tenants.iter().map(|t| (t.id.clone(), t.clone())).collect(),
+        pool,
         directions,
         writer,
     };
@@ -119,9 +124,23 @@ struct Sides {
     landlord: Vec<Envelope>,
 }
 
+/// A pool for a check run on its own (the `check` command): it writes
+/// only when it repairs.
+async fn own_pool(config: &Arc<Config>, repair: bool) -> Result<TargetPool, DbError> {
+    let key = match repair {
+        true => {
+            let landlord = connect(&config.landlord.dsn, "landlord").await?;
+            Some(load_apply_key(&landlord, config).await?)
+        }
+        false => None,
+    };
+    Ok(TargetPool::new(Arc::clone(config), key))
+}
+
 struct Checker {
     config: Arc<Config>,
-    landlord: Client,
+    pool: TargetPool,
+    registry: HashMap<TenantId, Tenant>,
     directions: Directions,
     writer: Option<DirectWriter>,
 }
@@ -154,28 +173,33 @@ impl Checker {
     /// database cannot be read (the landlord failing is an error).
     async fn read(&mut self, tenant: &Tenant) -> Result<Result<Sides, String>, CheckError> {
         let tenant_ref = tenant.tenant_ref();
-        let landlord = current_state(
-            &self.landlord,
-            &self.config,
-            Side::Landlord,
-            "landlord",
-            &tenant_ref,
-        )
-        .await?;
+        let landlord = self
+            .pool
+            .current_state(&Target::Landlord, &self.registry, &tenant_ref)
+            .await?;
         let limit = self.config.applier.target_timeout;
-        let dsn = tenant.dsn(&self.config.tenants.connection_template);
+        // Waiting for a free connection is not the tenant's fault: only
+        // connecting and reading count against the timeout.
+        let mut lease = self
+            .pool
+            .lease(&Target::Tenant(tenant.id.clone()), &self.registry)
+            .await?;
         let read = async {
-            let client = connect(&dsn, &tenant.database_name).await?;
+            let db = lease.db().await?;
             current_state(
-                &client,
+                &db.client,
                 &self.config,
                 Side::Tenant,
-                &tenant.database_name,
+                &db.label,
                 &tenant_ref,
             )
             .await
         };
-        Ok(match tokio::time::timeout(limit, read).await {
+        let read = tokio::time::timeout(limit, read).await;
+        if matches!(read, Ok(Ok(_))) {
+            lease.finish();
+        }
+        Ok(match read {
             Ok(Ok(rows)) => Ok(Sides {
                 tenant: rows,
                 landlord,
@@ -244,7 +268,6 @@ impl Checker {
                 Err(error) => notes.push(format!("{}: repair failed: {error}", verdict.table)),
             }
         }
-        writer.release(&Target::Tenant(tenant.id.clone()));
         let after = self.check(tenant).await?;
         report.tables = after.tables;
         report.tenant_present = after.tenant_present;

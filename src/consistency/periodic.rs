@@ -11,15 +11,15 @@ use tracing::{info, warn};
 use super::check::{run_check, CheckOptions};
 use super::compare::State;
 use super::report::Report;
+use crate::applier::TargetPool;
 use crate::config::Config;
-use crate::postgres::bridge_schema::ApplyKey;
 use crate::runtime::metrics::metrics;
 use crate::runtime::shutdown::Shutdown;
 use crate::runtime::status::{status, CheckRun};
 
 /// Checks until shutdown; a check that fails is logged and tried again at
 /// the next interval (the last-run metric then stays old, which alerts).
-pub async fn run(config: Arc<Config>, key: ApplyKey, mut shutdown: Shutdown) {
+pub async fn run(config: Arc<Config>, pool: TargetPool, mut shutdown: Shutdown) {
     let interval = config.check.interval;
     if interval.is_zero() {
         return;
@@ -40,7 +40,12 @@ pub async fn run(config: Arc<Config>, key: ApplyKey, mut shutdown: Shutdown) {
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.wait() => return,
         }
-        let check = run_check(Arc::clone(&config), &options, Some(key.clone()), &mut quiet);
+        let check = run_check(
+            Arc::clone(&config),
+            &options,
+            Some(pool.clone()),
+            &mut quiet,
+        );
         let result = tokio::select! {
             result = check => result,
             _ = shutdown.wait() => return,

@@ -19,7 +19,7 @@ use rdkafka::message::{Message, OwnedMessage};
 use serde::Serialize;
 use tracing::warn;
 
-use crate::applier::direct::{DirectWriter, Target};
+use crate::applier::direct::{DirectWriter, Target, TargetPool};
 use crate::config::Config;
 use crate::kafka::dead_letter::{DeadLetterError, DeadLetters};
 use crate::kafka::range::{StartAt, TopicRange};
@@ -126,7 +126,7 @@ pub async fn replay(
     let directions = directions::load(&landlord, &config).await?;
     let key = load_apply_key(&landlord, &config).await?;
     let mut run = Replay {
-        writer: DirectWriter::new(Arc::clone(&config), key, &tenants),
+        writer: DirectWriter::new(TargetPool::new(Arc::clone(&config), Some(key)), &tenants),
         dead_letters: DeadLetters::new(&config.kafka)?,
         chosen,
         directions,
@@ -211,10 +211,9 @@ impl Replay {
         items: &[(&OwnedMessage, Envelope)],
     ) -> Result<(), ReplayError> {
         let envelopes: Vec<&Envelope> = items.iter().map(|(_, e)| e).collect();
+        // The writer's pool keeps at most `applier.max_connections` open
+        // however many tenants the replay touches.
         let written = self.writer.write(target, &envelopes).await;
-        // One tenant connection at a time: a replay over thousands of
-        // tenants must not hold thousands open.
-        self.writer.release(target);
         match written {
             Ok(written) => {
                 self.summary.applied += written.applied;

@@ -20,6 +20,9 @@ pub const OVERSIZED_EVENTS: &str = "cdc_reader_oversized_events_total";
 pub const CONNECTIONS: &str = "cdc_applier_connections";
 pub const CONNECTION_EVICTIONS: &str = "cdc_applier_connection_evictions_total";
 pub const CONNECTION_WAITS: &str = "cdc_applier_connection_waits_total";
+pub const BATCH_SIZE: &str = "cdc_applier_batch_size";
+pub const APPLY_SECONDS: &str = "cdc_applier_apply_duration_seconds";
+pub const TARGETS_IN_FLIGHT: &str = "cdc_applier_targets_in_flight";
 pub const CHECK_TENANTS: &str = "cdc_check_tenants";
 pub const CHECK_INCONSISTENT_RATIO: &str = "cdc_check_inconsistent_ratio";
 pub const CHECK_LAST_RUN: &str = "cdc_check_last_run_timestamp_seconds";
@@ -100,12 +103,14 @@ pub struct Metrics {
     pub oversized_events: IntCounterVec,
     /// The last consistency check's result.
     pub check: CheckMetrics,
-    /// Open applier connections (idle in its pool) by server.
+    /// Batches: how big, how long to apply, how many targets at once.
+    pub batches: BatchMetrics,
+    /// Open target connections (idle in the pool and leased) by server.
     pub connections: IntGaugeVec,
     /// Idle connections closed to stay within the connection limits.
     pub connection_evictions: prometheus::IntCounter,
-    /// Tenant databases whose share of a batch waited for a later round
-    /// because the connection limits were reached.
+    /// Leases of a target connection that waited because the connection
+    /// limits were reached.
     pub connection_waits: prometheus::IntCounter,
     /// High watermark minus the applier's committed offset, by partition.
     pub consumer_lag: IntGaugeVec,
@@ -117,6 +122,39 @@ pub struct Metrics {
     pub admin_actions: IntCounterVec,
     /// Applier batches that failed and were retried.
     pub batch_failures: prometheus::IntCounter,
+}
+
+/// The applier's batches (`applier::consume`, `applier::fanout`).
+pub struct BatchMetrics {
+    /// Kafka messages per applied batch.
+    pub size: Histogram,
+    /// From a batch received to its offsets committed (retries included).
+    pub apply_seconds: Histogram,
+    /// Tenant databases being written at this moment.
+    pub targets_in_flight: prometheus::IntGauge,
+}
+
+impl BatchMetrics {
+    fn new(r: &Registrar<'_>) -> BatchMetrics {
+        let sizes = vec![
+            1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0,
+        ];
+        let seconds = vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+        ];
+        BatchMetrics {
+            size: r.histogram(BATCH_SIZE, "Kafka messages per applied batch", sizes),
+            apply_seconds: r.histogram(
+                APPLY_SECONDS,
+                "Time to apply a batch and commit its offsets",
+                seconds,
+            ),
+            targets_in_flight: r.gauge(
+                TARGETS_IN_FLIGHT,
+                "Tenant databases the applier is writing at this moment",
+            ),
+        }
+    }
 }
 
 /// The periodic consistency check's metrics (`consistency::periodic`).
@@ -173,6 +211,13 @@ impl Registrar<'_> {
     fn floats(&self, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
         registered(self.0, GaugeVec::new(Opts::new(name, help), labels))
     }
+
+    fn histogram(&self, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+        registered(
+            self.0,
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)),
+        )
+    }
 }
 
 impl CheckMetrics {
@@ -206,15 +251,13 @@ impl Metrics {
         let r = Registrar(&registry);
         let kafka_up = r.gauge(KAFKA_UP, "0 while Kafka is unreachable");
         kafka_up.set(1);
-        let end_to_end_seconds = registered(
-            &registry,
-            Histogram::with_opts(
-                HistogramOpts::new(END_TO_END_SECONDS, "Source commit to target commit").buckets(
-                    vec![
-                        0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-                    ],
-                ),
-            ),
+        let end_to_end_seconds = r.histogram(
+            END_TO_END_SECONDS,
+            "Source commit to target commit",
+            vec![
+                0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                300.0,
+            ],
         );
         Metrics {
             events_produced: r.counters(
@@ -275,7 +318,7 @@ impl Metrics {
             ),
             connection_waits: r.counter(
                 CONNECTION_WAITS,
-                "Tenant databases whose changes waited for a free connection (a later round of the batch)",
+                "Leases of a target connection that waited for a free one (the caps were reached)",
             ),
             consumer_lag: r.gauges(
                 CONSUMER_LAG,
@@ -301,6 +344,7 @@ impl Metrics {
                 "Applier batches that failed (retried with backoff)",
             ),
             check: CheckMetrics::new(&r),
+            batches: BatchMetrics::new(&r),
             registry,
         }
     }

@@ -13,17 +13,14 @@ use crate::postgres::connect;
 use crate::postgres::registry::Tenant;
 use crate::source::catalog::READER_CONNECTIONS_PER_SERVER;
 
-/// Connections the periodic check holds at most (a landlord and a tenant
-/// reader, and its repair's writer to each).
-const CHECK_CONNECTIONS: usize = 4;
-
 /// What the bridge may hold on one server.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Need {
     /// One replication connection per source database.
     replication: usize,
     /// Readers' ordinary connections (a few per server), the registry
-    /// poll, the applier's and the check's.
+    /// poll, and the target pool's (the applier's, which the periodic
+    /// check, reconcile and repair share).
     ordinary: usize,
     /// A database of that server to ask.
     ask: Option<(String, Dsn)>,
@@ -81,7 +78,7 @@ fn needs(config: &Config, tenants: &[Tenant]) -> BTreeMap<String, Need> {
     let applier = config.applier.max_connections_per_server;
     for need in needs.values_mut() {
         let readers = need.replication.min(READER_CONNECTIONS_PER_SERVER);
-        need.ordinary = readers + applier.min(config.applier.max_connections) + CHECK_CONNECTIONS;
+        need.ordinary = readers + applier.min(config.applier.max_connections);
     }
     if let Some(need) = needs.get_mut(&landlord.server()) {
         need.ordinary += 1; // the readers' registry poll
@@ -120,17 +117,14 @@ mod tests {
         let tenants = [tenant("1", "a"), tenant("2", "a"), tenant("3", "b")];
         let needs = needs(&config, &tenants);
         // Server a: two tenants and the landlord (readers), the poll, the
-        // applier's 6, the check's 4.
+        // target pool's 6 (the check's included).
         assert_eq!(needs["a:5432"].replication, 3);
-        assert_eq!(needs["a:5432"].ordinary, 3 + 1 + 6 + 4);
+        assert_eq!(needs["a:5432"].ordinary, 3 + 1 + 6);
         assert_eq!(needs["b:5432"].replication, 1);
-        assert_eq!(needs["b:5432"].ordinary, 1 + 6 + 4);
+        assert_eq!(needs["b:5432"].ordinary, 1 + 6);
         // Readers take a few ordinary connections per server however many
         // databases it holds.
         let many: Vec<Tenant> = (0..100).map(|i| tenant(&i.to_string(), "a")).collect();
-        assert_eq!(
-            super::needs(&config, &many)["a:5432"].ordinary,
-            4 + 1 + 6 + 4
-        );
+        assert_eq!(super::needs(&config, &many)["a:5432"].ordinary, 4 + 1 + 6);
     }
 }

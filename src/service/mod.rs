@@ -17,7 +17,7 @@ pub mod status;
 
 use std::sync::Arc;
 
-use crate::applier::Applier;
+use crate::applier::{Applier, TargetPool};
 use crate::config::Config;
 use crate::consistency;
 use crate::kafka;
@@ -56,12 +56,15 @@ pub async fn run(config: Arc<Config>, role: Role, trigger: ShutdownTrigger) -> a
     }
     if role != Role::Reader {
         status().role_started("applier");
-        let applier = Applier::new(Arc::clone(&config), key.clone())?;
+        // One pool, so the check and its repairs count against the same
+        // connection caps as the applier.
+        let pool = TargetPool::new(Arc::clone(&config), Some(key));
+        let applier = Applier::new(Arc::clone(&config), pool.clone())?;
         let shutdown = trigger.subscribe();
         tasks.spawn(async move { Ok(applier.run(shutdown).await?) });
         // The check repairs through the applier's write path, so it runs
         // where the applier runs.
-        let check = consistency::periodic::run(Arc::clone(&config), key, trigger.subscribe());
+        let check = consistency::periodic::run(Arc::clone(&config), pool, trigger.subscribe());
         tasks.spawn(async move {
             check.await;
             Ok(())

@@ -2,7 +2,8 @@
 //! `applier.max_connections`, it never holds more connections than its
 //! caps (sampled from `pg_stat_activity` throughout), closes the least
 //! recently used idle ones, queues the rest of a batch for later rounds,
-//! and every tenant still syncs both ways.
+//! and every tenant still syncs both ways. The periodic consistency check
+//! runs all along on the same pool, inside the same caps.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -39,7 +40,9 @@ fn sample_connections(stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<i64> {
 async fn the_applier_stays_within_its_connection_caps_and_every_tenant_syncs_both_ways() {
     let tenants = 10;
     let env = TestEnv::new("conncap", tenants).await;
-    env.write_config("[check]\ninterval_secs = 0");
+    // A check every second, as fast as it goes: its reads overlap the
+    // applier's writes throughout.
+    env.write_config("[check]\ninterval_secs = 1\nrate = 0");
     env.replace_in_config(
         "batch_wait_ms = 10",
         "batch_wait_ms = 200\nmax_connections = 4\nmax_connections_per_server = 3",
@@ -85,6 +88,22 @@ async fn the_applier_stays_within_its_connection_caps_and_every_tenant_syncs_bot
         })
         .await;
     }
+    let port = applier.http_port().await;
+    let sample = |metrics: &str, name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    eventually(
+        "a check after the changes finds every tenant consistent",
+        || async {
+            let metrics = http_request(port, "GET", "/metrics", None, "").await?;
+            let consistent = sample(&metrics, "cdc_check_tenants{state=\"consistent\"}");
+            (consistent == tenants as f64).then_some(())
+        },
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     let most = sampler.await.unwrap();
     assert!(
@@ -93,26 +112,23 @@ async fn the_applier_stays_within_its_connection_caps_and_every_tenant_syncs_bot
     );
     assert!(
         most <= 4,
-        "the applier held {most} connections, more than max_connections = 4"
+        "the applier and the check held {most} connections, more than max_connections = 4"
     );
 
-    let port = applier.http_port().await;
     let metrics = http_request(port, "GET", "/metrics", None, "")
         .await
         .unwrap();
-    let sample = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
     assert!(
-        sample("cdc_applier_connection_evictions_total") > 0.0,
+        sample(&metrics, "cdc_applier_connection_evictions_total") > 0.0,
         "{metrics}"
     );
     assert!(
-        sample("cdc_applier_connection_waits_total") > 0.0,
+        sample(&metrics, "cdc_applier_connection_waits_total") > 0.0,
         "{metrics}"
+    );
+    assert!(
+        sample(&metrics, "cdc_check_last_run_timestamp_seconds") > 0.0,
+        "the check ran: {metrics}"
     );
     drop(reader);
 }
@@ -155,7 +171,9 @@ fn fleet_config(server: &OwnPostgres, prefix: &str) -> String {
         ),
         &Topic::new(&kafka_brokers(), &format!("{prefix}.changes")),
         prefix,
-        "[check]\ninterval_secs = 0",
+        // The check runs all along, on the applier's pool: 50 tenants a
+        // second, a new round 5 s after the last.
+        "[check]\ninterval_secs = 5\nrate = 50",
     );
     text.replace(
         "batch_wait_ms = 10",
@@ -337,11 +355,11 @@ async fn three_hundred_tenants_on_a_server_with_sixty_connections_sync_both_ways
     let most = most.load(Ordering::Relaxed);
     eprintln!("fleet: peak ordinary connections of the bridge (and the test's checks): {most}");
     // The README's budget: readers 4 (starting and catalog look-ups), the
-    // registry poll 1, the applier 8, the periodic check 4 (off here, so
-    // room for a closed connection whose backend has not exited yet), plus
-    // this test's own 2. Measured: 14 to 16.
+    // registry poll 1, the target pool 8 (applier and check together),
+    // plus this test's own 2, and room for 4 closed connections whose
+    // backends have not exited yet.
     assert!(
-        most <= 4 + 1 + 8 + 4 + 2,
+        most <= 4 + 1 + 8 + 2 + 4,
         "the bridge held {most} ordinary connections"
     );
     assert_eq!(refused, 0, "an application connection was refused");

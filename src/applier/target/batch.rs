@@ -54,18 +54,24 @@ impl TargetTable {
         }
         let keys: Vec<&Vec<Option<&str>>> = arrays[..key_names.len()].iter().collect();
         let lock_rows = self.lock_many_rows_sql(&key_names)?;
-        self.execute_with(client, lock_rows, &params(&keys, &[]))
-            .await?;
+        let lock_rows = self.statement(client, lock_rows).await?;
         let logical = self.logical.clone();
-        let key_locks = self.lock_many_keys_sql();
+        let key_locks = self.statement(client, self.lock_many_keys_sql()).await?;
         let key_texts: Vec<&str> = row_keys.iter().map(String::as_str).collect();
-        self.execute_with(client, key_locks, &[&logical, &key_texts])
-            .await?;
         let upsert = self.upsert_many_sql(&names, key_names.len())?;
+        let upsert = self.statement(client, upsert).await?;
         let all: Vec<&Vec<Option<&str>>> = arrays.iter().collect();
         let extra: [&(dyn ToSql + Sync); 4] = [&sides, &versions, &key_texts, &logical];
-        self.execute_with(client, upsert, &params(&all, &extra))
-            .await
+        // One round trip; the server runs them in order, so the write's
+        // snapshot is taken after every lock is held.
+        let (lock_params, upsert_params) = (params(&keys, &[]), params(&all, &extra));
+        let key_lock_params: [&(dyn ToSql + Sync); 2] = [&logical, &key_texts];
+        let (_, _, written) = futures::try_join!(
+            client.execute(&lock_rows, &lock_params),
+            client.execute(&key_locks, &key_lock_params),
+            client.execute(&upsert, &upsert_params),
+        )?;
+        Ok(written)
     }
 
     /// `c1, c2, …` casts of the unnested text columns to the target types.
@@ -147,15 +153,22 @@ impl TargetTable {
         sql: String,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, TargetError> {
-        let statement = match self.statements.get(&sql) {
-            Some(statement) => statement.clone(),
-            None => {
-                let statement = client.prepare(&sql).await?;
-                self.statements.insert(sql, statement.clone());
-                statement
-            }
-        };
+        let statement = self.statement(client, sql).await?;
         Ok(client.execute(&statement, params).await?)
+    }
+
+    /// `sql` prepared on this connection (once).
+    pub(super) async fn statement<C: GenericClient>(
+        &mut self,
+        client: &C,
+        sql: String,
+    ) -> Result<tokio_postgres::Statement, TargetError> {
+        if let Some(statement) = self.statements.get(&sql) {
+            return Ok(statement.clone());
+        }
+        let statement = client.prepare(&sql).await?;
+        self.statements.insert(sql, statement.clone());
+        Ok(statement)
     }
 }
 

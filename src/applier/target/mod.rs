@@ -167,8 +167,8 @@ impl TargetTable {
         client: &C,
         change: &Change,
     ) -> Result<Outcome, TargetError> {
-        self.lock(client, change).await?;
         if change.is_delete {
+            self.lock(client, change).await?;
             self.delete(client, change).await
         } else {
             self.upsert(client, change).await
@@ -239,7 +239,23 @@ impl TargetTable {
             Some(row_key.as_str()),
         ]);
         let sql = self.upsert_sql(&names, change.key.len())?;
-        let rows = self.execute(client, sql, &values).await?;
+        let upsert = self.statement(client, sql).await?;
+        let row_lock = self
+            .statement(client, self.row_lock_sql(&change.key)?)
+            .await?;
+        let key_lock = self.statement(client, self.key_lock.clone()).await?;
+        let key_values: Vec<Option<&str>> = change.key.iter().map(|(_, v)| v.as_deref()).collect();
+        let key_lock_values = [Some(logical.as_str()), Some(row_key.as_str())];
+        // Both locks and the write in one round trip: the server still runs
+        // them in this order, so the write's snapshot is taken after both
+        // locks are held, as if each had been awaited.
+        let (row_params, key_params) = (as_params(&key_values), as_params(&key_lock_values));
+        let upsert_params = as_params(&values);
+        let (_, _, rows) = futures::try_join!(
+            client.execute(&row_lock, &row_params),
+            client.execute(&key_lock, &key_params),
+            client.execute(&upsert, &upsert_params),
+        )?;
         Ok(if rows > 0 {
             Outcome::Applied
         } else {
@@ -366,10 +382,12 @@ impl TargetTable {
         sql: String,
         values: &[Option<&str>],
     ) -> Result<u64, TargetError> {
-        let params: Vec<&(dyn ToSql + Sync)> =
-            values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
-        self.execute_with(client, sql, &params).await
+        self.execute_with(client, sql, &as_params(values)).await
     }
+}
+
+fn as_params<'v>(values: &'v [Option<&'v str>]) -> Vec<&'v (dyn ToSql + Sync)> {
+    values.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
 }
 
 /// The row key as the tombstones table stores it: `{"column": "text"}`.
