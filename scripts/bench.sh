@@ -3,10 +3,11 @@
 # replay against a server-side INSERT … ON CONFLICT of the same rows, and
 # the end-to-end latency against a hand-written dual write, and the fan-out
 # of landlord changes to 200 tenants against direct parallel writes, and
-# the scale curve from 10 to 500 tenant databases in one process.
+# the scale curve from 10 to 500 tenant databases in one process, and GET
+# /status with 1,000 tenants against /health and plain serde_json.
 # Results: bench-results/NAME.json for each.
 #   scripts/bench.sh            every benchmark
-#   scripts/bench.sh NAME…      the ones named (reader_throughput, replay_throughput, end_to_end_latency, fanout, scale)
+#   scripts/bench.sh NAME…      the ones named (reader_throughput, replay_throughput, end_to_end_latency, fanout, scale, status_endpoint)
 set -euo pipefail
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_DIR"
@@ -19,7 +20,7 @@ scripts/stack.sh down >/dev/null 2>&1 || true
 trap 'scripts/stack.sh down' EXIT
 scripts/stack.sh up
 export CDC_TEST_PG_PORT="$PG_PORT" CDC_TEST_KAFKA="127.0.0.1:$KAFKA_PORT"
-for bench in "${@:-reader_throughput replay_throughput end_to_end_latency fanout scale}"; do
+for bench in "${@:-reader_throughput replay_throughput end_to_end_latency fanout scale status_endpoint}"; do
     for name in $bench; do
         cargo bench --bench "$name"
     done

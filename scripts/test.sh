@@ -14,6 +14,21 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 
+# Tools some tests drive: promtool (alert rules and dashboard queries) and a
+# headless Chromium (the dashboard page). Installed once, quietly, from
+# Debian when missing; the tests fail, not skip, without them.
+need_packages=()
+command -v promtool >/dev/null || need_packages+=(prometheus)
+command -v chromium >/dev/null || need_packages+=(chromium)
+if [ "${#need_packages[@]}" -gt 0 ]; then
+    echo "installing ${need_packages[*]} (apt-get)" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq >/dev/null
+    $sudo apt-get install -y -qq --no-install-recommends "${need_packages[@]}" >/dev/null
+fi
+
 scripts/stack.sh down >/dev/null 2>&1 || true
 trap 'scripts/stack.sh down >/dev/null 2>&1' EXIT
 scripts/stack.sh up

@@ -34,5 +34,14 @@ pub(crate) mod runtime;
 pub(crate) mod service;
 pub mod source;
 
+/// What `benches/status_endpoint.rs` drives: the HTTP endpoint and the
+/// status board it serves. Not an API.
+#[doc(hidden)]
+pub mod bench_support {
+    pub use crate::runtime::shutdown::channel as shutdown_channel;
+    pub use crate::runtime::status::{status, ApplierState, CheckEntry, ReaderState, TenantEntry};
+    pub use crate::service::http::serve;
+}
+
 #[cfg(test)]
 mod layering;

@@ -11,7 +11,8 @@ use super::pool::{TargetDb, TargetPool};
 use super::routing::{data_columns_only, Target};
 use super::target::{Change, TargetError};
 use super::writer::{
-    apply_on, load_target_table, note_source_only_columns, observe_latency, routed, GroupResult,
+    apply_on, load_target_table, note_source_only_columns, observe_latency, publish_synced, routed,
+    GroupResult,
 };
 use super::ApplierError;
 use crate::config::Config;
@@ -87,6 +88,8 @@ async fn bulk_on(
     envelopes: &[&Envelope],
 ) -> Result<GroupResult, ApplierError> {
     let mut result = GroupResult::default();
+    // Written by the bulk statements (the one-by-one retries publish theirs).
+    let mut written_in_bulk = 0;
     let (newest, superseded) = newest_per_row(envelopes);
     result.stale += superseded;
     let Some(prepared) = prepare(db, config, registry, target, &newest, &mut result).await? else {
@@ -97,6 +100,7 @@ async fn bulk_on(
         let written = write_chunk(db, key, &chunk).await;
         match written {
             Ok(applied) => {
+                written_in_bulk += applied;
                 result.applied += applied;
                 result.stale += chunk.len() as u64 - applied;
             }
@@ -121,6 +125,7 @@ async fn bulk_on(
     count_events(EventOutcome::Applied, result.applied);
     count_events(EventOutcome::Stale, result.stale);
     observe_latency(envelopes);
+    publish_synced(target.side(), envelopes, written_in_bulk);
     Ok(result)
 }
 

@@ -47,6 +47,7 @@ use crate::postgres::{directions, DbError};
 use crate::runtime::metrics::{count_events, metrics, EventOutcome};
 use crate::runtime::retry::{Backoff, Classify, ErrorClass, FailureLog};
 use crate::runtime::shutdown::Shutdown;
+use crate::runtime::status::status;
 use bulk::apply_group;
 pub use pool::TargetPool;
 use routing::Target;
@@ -161,6 +162,7 @@ impl Applier {
             };
             let class = error.class();
             let wait = backoff.after(class);
+            metrics().batch_failures.inc();
             self.failures
                 .failed("applying a batch", class, &error, wait);
             self.pool.clear();
@@ -223,6 +225,7 @@ impl Applier {
             );
         }
         self.pool.close_idle(self.config.applier.idle_connection);
+        self.tenants.publish();
         Ok(())
     }
 
@@ -280,6 +283,7 @@ impl Applier {
         warn!(tenant = %id, %error, "tenant database unreachable; its changes wait for a reconcile when it is back");
         self.pool.drop_target(&Target::Tenant(id.clone()));
         self.tenants.mark_unreachable(id);
+        status().applier_failed(id, &error.to_string());
         set_target_up(&self.tenants.registry, id, false);
         count_events(EventOutcome::Deferred, skipped as u64);
     }
@@ -314,6 +318,7 @@ impl Applier {
             })
             .await?;
         let first_read = self.tenants.never_read();
+        publish_registry(config, &registry, &directions);
         let changed = self.tenants.update(registry, directions);
         if !changed.is_empty() && !first_read {
             info!(tenants = ?changed, "tenants joined, moved or changed direction; reconciling both sides");
@@ -350,6 +355,19 @@ impl Applier {
             }
         }
     }
+}
+
+/// The registry and directions as read, on the status board.
+fn publish_registry(
+    config: &Config,
+    registry: &[Tenant],
+    directions: &crate::model::direction::Directions,
+) {
+    let template = &config.tenants.connection_template;
+    status().set_tenants(crate::postgres::registry::status_entries(
+        registry, template,
+    ));
+    status().set_directions(directions);
 }
 
 fn set_target_up(registry: &HashMap<TenantId, Tenant>, id: &TenantId, up: bool) {

@@ -38,6 +38,7 @@ impl Applier {
                     set_target_up(&self.tenants.registry, &id, true);
                 }
                 Ok(Err(error)) => {
+                    crate::runtime::status::status().applier_failed(&id, &error.to_string());
                     warn!(tenant = %id, %error, "reconciling the tenant failed; will retry")
                 }
                 Err(_) => {

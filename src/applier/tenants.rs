@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use crate::model::direction::Directions;
 use crate::model::{Direction, TenantId};
 use crate::postgres::registry::Tenant;
+use crate::runtime::status::{status, ApplierState};
 
 /// One tenant's state in the applier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +146,23 @@ impl Tenants {
         let mut ids: Vec<TenantId> = self.states.keys().cloned().collect();
         ids.sort();
         ids
+    }
+
+    /// Publishes every tenant's state on the status board (once a batch).
+    pub(super) fn publish(&self) {
+        let states: Vec<(TenantId, ApplierState)> = self
+            .states
+            .iter()
+            .map(|(id, state)| {
+                let published = match state {
+                    TenantState::Live => ApplierState::Live,
+                    TenantState::ReconcilePending => ApplierState::ReconcilePending,
+                    TenantState::Unreachable => ApplierState::Unreachable,
+                };
+                (id.clone(), published)
+            })
+            .collect();
+        status().set_applier_states(|id| self.registry.contains_key(id), &states);
     }
 
     /// A reconcile succeeded; returns the state the tenant left.

@@ -120,6 +120,7 @@ pub(super) async fn apply_on(
         count_events(outcome, n);
     }
     observe_latency(envelopes);
+    publish_synced(target.side(), envelopes, result.applied);
     Ok(result)
 }
 
@@ -334,4 +335,12 @@ pub(super) fn observe_latency(envelopes: &[&Envelope]) {
             metrics().end_to_end_seconds.observe(latency.as_secs_f64());
         }
     }
+}
+
+/// The tenants whose changes just committed into `side`, on the status board.
+pub(super) fn publish_synced(side: crate::model::Side, envelopes: &[&Envelope], applied: u64) {
+    let mut tenants: Vec<&TenantId> = envelopes.iter().map(|e| &e.tenant.id).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    crate::runtime::status::status().synced(side, &tenants, applied);
 }

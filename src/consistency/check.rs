@@ -13,7 +13,7 @@ use super::report::{Report, TableReport, TenantReport};
 use crate::applier::direct::{DirectWriter, Target, TargetPool};
 use crate::config::Config;
 use crate::model::direction::{gate, Directions, Gate};
-use crate::model::{Direction, Envelope, Side, TenantId};
+use crate::model::{Direction, Envelope, Op, Side, TenantId};
 use crate::postgres::bridge_schema::load_apply_key;
 use crate::postgres::registry::{load_tenants, select_tenants, Tenant};
 use crate::postgres::{connect, directions, DbError};
@@ -162,7 +162,11 @@ impl Checker {
         if direction == Direction::Paused {
             state = State::Paused;
         }
-        TenantReport::new(tenant, state, table_reports(&verdicts))
+        let mut report = TenantReport::new(tenant, state, table_reports(&verdicts));
+        let holds_row = |rows: &[Envelope]| rows.iter().any(|e| e.op != Op::Delete);
+        report.tenant_present = Some(holds_row(&sides.tenant));
+        report.landlord_present = Some(holds_row(&sides.landlord));
+        report
     }
 
     /// Both sides' rows and tombstones; `Err(reason)` when the tenant's
@@ -266,6 +270,8 @@ impl Checker {
         }
         let after = self.check(tenant).await?;
         report.tables = after.tables;
+        report.tenant_present = after.tenant_present;
+        report.landlord_present = after.landlord_present;
         report.repaired = after.state == State::Consistent;
         report.set_state(after.state);
         if report.repaired {

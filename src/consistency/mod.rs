@@ -16,4 +16,4 @@ pub mod compare;
 pub mod periodic;
 mod report;
 
-pub use check::{run_check, CheckOptions};
+pub use check::{run_check, CheckError, CheckOptions};

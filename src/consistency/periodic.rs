@@ -15,6 +15,7 @@ use crate::applier::TargetPool;
 use crate::config::Config;
 use crate::runtime::metrics::metrics;
 use crate::runtime::shutdown::Shutdown;
+use crate::runtime::status::{status, CheckRun};
 
 /// Checks until shutdown; a check that fails is logged and tried again at
 /// the next interval (the last-run metric then stays old, which alerts).
@@ -73,4 +74,11 @@ fn publish(report: &Report) {
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     m.last_run.set(now);
+    report.publish_tenants();
+    status().set_check_run(CheckRun {
+        at: SystemTime::now(),
+        duration_seconds: report.duration_seconds,
+        inconsistent_ratio: report.inconsistent_ratio,
+        counts: report.counts.clone(),
+    });
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::compare::State;
 use crate::model::{Side, TenantId};
+use crate::runtime::status::{status, CheckEntry};
 
 /// One table's row of one tenant.
 #[derive(Debug, Clone, Serialize)]
@@ -39,6 +40,13 @@ pub struct TenantReport {
     /// Why it stays as it is (not repaired, unreachable, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Whether the tenant database holds a synced row (unknown when it
+    /// could not be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant_present: Option<bool>,
+    /// Whether the landlord holds the tenant's row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub landlord_present: Option<bool>,
 }
 
 impl TenantReport {
@@ -61,6 +69,8 @@ impl TenantReport {
             tables,
             repaired: false,
             note: None,
+            tenant_present: None,
+            landlord_present: None,
         }
     }
 
@@ -170,6 +180,21 @@ impl Report {
         out.push_str(&self.summary());
         out.push('\n');
         out
+    }
+
+    /// Every tenant's result on the status board (for `/status`).
+    pub fn publish_tenants(&self) {
+        let now = std::time::SystemTime::now();
+        for tenant in &self.tenants {
+            let entry = CheckEntry {
+                state: tenant.state_name,
+                tenant_present: tenant.tenant_present,
+                landlord_present: tenant.landlord_present,
+                at: now,
+                note: tenant.note.clone(),
+            };
+            status().set_check(&tenant.tenant, entry);
+        }
     }
 
     pub fn json(&self) -> String {

@@ -4,6 +4,7 @@
 mod client;
 pub(crate) mod dead_letter;
 pub(crate) mod delivery;
+pub(crate) mod lag;
 pub(crate) mod progress;
 pub(crate) mod range;
 mod topics;

@@ -22,6 +22,8 @@ struct PendingTxn {
     outstanding: usize,
     /// Set at Commit; until then more events may still arrive.
     end_lsn: Option<Lsn>,
+    /// When it was read (for the lag in seconds).
+    began: std::time::Instant,
 }
 
 /// Per-slot record of unacknowledged work.
@@ -49,6 +51,7 @@ impl AckTracker {
             seq,
             outstanding: 0,
             end_lsn: None,
+            began: std::time::Instant::now(),
         });
         seq
     }
@@ -79,6 +82,14 @@ impl AckTracker {
     /// Highest position whose every event Kafka has acknowledged.
     pub fn confirmable(&self) -> Lsn {
         self.confirmable
+    }
+
+    /// How long ago the oldest transaction still waiting for Kafka was
+    /// read; zero when none waits.
+    pub fn oldest_pending_age(&self) -> std::time::Duration {
+        self.pending
+            .front()
+            .map_or(std::time::Duration::ZERO, |txn| txn.began.elapsed())
     }
 
     /// True when no event is waiting for Kafka and no transaction is open.

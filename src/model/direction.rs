@@ -83,6 +83,12 @@ impl Directions {
         Directions { default, overrides }
     }
 
+    /// Whether the tenant's direction comes from an override (its own or
+    /// the all-tenants one) rather than the configured default.
+    pub fn is_overridden(&self, tenant_id: &str) -> bool {
+        self.overrides.contains_key(tenant_id) || self.overrides.contains_key(ALL_TENANTS)
+    }
+
     pub fn of(&self, tenant_id: &str) -> Direction {
         self.overrides
             .get(tenant_id)

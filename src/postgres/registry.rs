@@ -169,6 +169,23 @@ pub(crate) fn parse_registry_row(json: &str) -> Result<Tenant, DbError> {
     })
 }
 
+/// The tenants as the status board lists them: where their databases are,
+/// without credentials.
+pub(crate) fn status_entries(
+    tenants: &[Tenant],
+    template: &Dsn,
+) -> Vec<crate::runtime::status::TenantEntry> {
+    tenants
+        .iter()
+        .map(|t| crate::runtime::status::TenantEntry {
+            id: t.id.clone(),
+            slug: t.slug.clone(),
+            server: t.dsn(template).server(),
+            database: t.database_name.clone(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

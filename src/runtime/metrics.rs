@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 pub const EVENTS_PRODUCED: &str = "cdc_reader_events_produced_total";
 pub const CONFIRMED_LSN: &str = "cdc_reader_confirmed_lsn";
@@ -28,6 +28,11 @@ pub const CHECK_INCONSISTENT_RATIO: &str = "cdc_check_inconsistent_ratio";
 pub const CHECK_LAST_RUN: &str = "cdc_check_last_run_timestamp_seconds";
 pub const CHECK_DURATION: &str = "cdc_check_last_run_duration_seconds";
 pub const CHECK_REPAIRS: &str = "cdc_check_repairs_total";
+pub const CONSUMER_LAG: &str = "cdc_applier_consumer_lag";
+pub const REPLICATION_LAG_SECONDS: &str = "cdc_replication_lag_seconds";
+pub const DEAD_LETTERS_WAITING: &str = "cdc_dead_letters_waiting";
+pub const ADMIN_ACTIONS: &str = "cdc_admin_actions_total";
+pub const BATCH_FAILURES: &str = "cdc_applier_batch_failures_total";
 
 /// What the applier did with a Kafka event (the `outcome` label of
 /// `cdc_applier_events_total`).
@@ -107,6 +112,16 @@ pub struct Metrics {
     /// Leases of a target connection that waited because the connection
     /// limits were reached.
     pub connection_waits: prometheus::IntCounter,
+    /// High watermark minus the applier's committed offset, by partition.
+    pub consumer_lag: IntGaugeVec,
+    /// Age of the oldest change read and not yet acknowledged by Kafka, by slot.
+    pub replication_lag_seconds: GaugeVec,
+    /// Dead letters not re-driven yet (all partitions of `<topic>.dlq`).
+    pub dead_letters_waiting: prometheus::IntGauge,
+    /// Dashboard and HTTP actions by action and outcome (`service::actions`).
+    pub admin_actions: IntCounterVec,
+    /// Applier batches that failed and were retried.
+    pub batch_failures: prometheus::IntCounter,
 }
 
 /// The applier's batches (`applier::consume`, `applier::fanout`).
@@ -191,6 +206,10 @@ impl Registrar<'_> {
 
     fn float(&self, name: &str, help: &str) -> prometheus::Gauge {
         registered(self.0, prometheus::Gauge::new(name, help))
+    }
+
+    fn floats(&self, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+        registered(self.0, GaugeVec::new(Opts::new(name, help), labels))
     }
 
     fn histogram(&self, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -300,6 +319,29 @@ impl Metrics {
             connection_waits: r.counter(
                 CONNECTION_WAITS,
                 "Leases of a target connection that waited for a free one (the caps were reached)",
+            ),
+            consumer_lag: r.gauges(
+                CONSUMER_LAG,
+                "Messages of the change topic not yet applied (high watermark minus committed offset), by partition",
+                &["partition"],
+            ),
+            replication_lag_seconds: r.floats(
+                REPLICATION_LAG_SECONDS,
+                "Seconds since the oldest change read from the slot and not yet acknowledged by Kafka",
+                &["slot"],
+            ),
+            dead_letters_waiting: r.gauge(
+                DEAD_LETTERS_WAITING,
+                "Dead letters not re-driven yet",
+            ),
+            admin_actions: r.counters(
+                ADMIN_ACTIONS,
+                "Actions taken through the HTTP endpoint or dashboard, by action and outcome",
+                &["action", "outcome"],
+            ),
+            batch_failures: r.counter(
+                BATCH_FAILURES,
+                "Applier batches that failed (retried with backoff)",
             ),
             check: CheckMetrics::new(&r),
             batches: BatchMetrics::new(&r),

@@ -1,26 +1,41 @@
-//! The HTTP endpoint: `/metrics` (Prometheus text), `/health`, and the one
-//! state-changing action, `POST /tenants/{id}/direction`, which requires the
-//! configured bearer token (and is off without one). Read-only endpoints are
-//! public unless `http.protect_read_endpoints` is set.
+//! The HTTP endpoint: `/metrics` (Prometheus text), `/health`, `/status`
+//! and `/status/history` (JSON), the dashboard at `/` (`dashboard`), and the
+//! actions (`actions`), which require the configured bearer token (and are
+//! off without one). Read-only endpoints are public unless
+//! `http.protect_read_endpoints` is set; the dashboard page itself holds no
+//! data and is always served.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRef, Query, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tracing::info;
 
+use super::auth::{authorize_read, Reply};
+use super::history::{self, History};
+use super::status::{self, StatusQuery};
+use super::{actions, dashboard};
 use crate::config::Config;
-use crate::model::direction;
-use crate::model::Direction;
-use crate::postgres::connect;
-use crate::postgres::directions;
 use crate::runtime::metrics::metrics;
 use crate::runtime::shutdown::Shutdown;
 
-type Reply = (StatusCode, String);
+/// What the handlers share.
+#[derive(Clone)]
+struct AppState {
+    config: Arc<Config>,
+    history: Arc<History>,
+}
+
+impl FromRef<AppState> for Arc<Config> {
+    fn from_ref(state: &AppState) -> Arc<Config> {
+        Arc::clone(&state.config)
+    }
+}
 
 /// 200 `ok`, or 503 naming what is degraded (Kafka unreachable: nothing is
 /// confirmed to PostgreSQL meanwhile, and it catches up when Kafka is back).
@@ -44,74 +59,34 @@ async fn prometheus(State(config): State<Arc<Config>>, headers: HeaderMap) -> Re
     (StatusCode::OK, metrics().render())
 }
 
-/// Body: `both`, `to_landlord`, `to_tenant` or `paused`; tenant `all` sets
-/// every tenant without an override.
-async fn set_direction(
-    State(config): State<Arc<Config>>,
-    Path(tenant): Path<String>,
+fn json(reply: Reply) -> Response {
+    if reply.0.is_success() {
+        ([(CONTENT_TYPE, "application/json")], reply.1).into_response()
+    } else {
+        reply.into_response()
+    }
+}
+
+/// `GET /status` (see `service::status`).
+async fn status_json(
+    State(state): State<AppState>,
+    Query(query): Query<StatusQuery>,
     headers: HeaderMap,
-    body: String,
-) -> Reply {
-    if let Err(denied) = authorize(&config, &headers, true) {
-        return denied;
+) -> Response {
+    if let Err(denied) = authorize_read(&state.config, &headers) {
+        return denied.into_response();
     }
-    let Some(new) = Direction::parse(body.trim()) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "body must be one of both, to_landlord, to_tenant, paused\n".to_string(),
-        );
-    };
-    let id = if tenant == "all" {
-        direction::ALL_TENANTS.to_string()
-    } else {
-        tenant.clone()
-    };
-    let result = match connect(&config.landlord.dsn, "landlord").await {
-        Ok(client) => directions::set(&client, &config, &id, new).await,
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(()) => (
-            StatusCode::OK,
-            format!("direction of {tenant} set to {}\n", new.as_str()),
-        ),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
-    }
+    let snapshot = crate::runtime::status::status().snapshot();
+    let body = status::render(&state.config, &snapshot, &state.history.rates(), &query);
+    json((StatusCode::OK, body))
 }
 
-fn authorize_read(config: &Config, headers: &HeaderMap) -> Result<(), Reply> {
-    if config.http.protect_read_endpoints {
-        authorize(config, headers, false)
-    } else {
-        Ok(())
+/// `GET /status/history` (see `service::history`).
+async fn history_json(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize_read(&state.config, &headers) {
+        return denied.into_response();
     }
-}
-
-fn authorize(config: &Config, headers: &HeaderMap, changes_state: bool) -> Result<(), Reply> {
-    let Some(token) = &config.http.token else {
-        let reason = if changes_state {
-            "state-changing endpoints are off: set http.token"
-        } else {
-            "set http.token"
-        };
-        return Err((StatusCode::FORBIDDEN, format!("{reason}\n")));
-    };
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(given) if same(given.as_bytes(), token.expose().as_bytes()) => Ok(()),
-        _ => Err((
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token\n".to_string(),
-        )),
-    }
-}
-
-/// Comparison whose time does not depend on where the inputs differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    json((StatusCode::OK, state.history.json()))
 }
 
 /// Serves until shutdown.
@@ -120,26 +95,24 @@ pub async fn serve(
     listen: SocketAddr,
     mut shutdown: Shutdown,
 ) -> std::io::Result<()> {
+    let history = Arc::new(History::default());
+    tokio::spawn(history::run(Arc::clone(&history), shutdown.clone()));
     let app = Router::new()
+        .route("/", get(dashboard::page))
+        .route("/dashboard.css", get(dashboard::style))
+        .route("/dashboard.js", get(dashboard::script))
         .route("/metrics", get(prometheus))
         .route("/health", get(health))
-        .route("/tenants/{tenant}/direction", post(set_direction))
-        .with_state(config);
+        .route("/status", get(status_json))
+        .route("/status/history", get(history_json))
+        .route("/tenants/{tenant}/direction", post(actions::set_direction))
+        .route("/tenants/{tenant}/check", post(actions::check_tenant))
+        .route("/tenants/{tenant}/repair", post(actions::repair_tenant))
+        .route("/dead-letters/redrive", post(actions::redrive))
+        .with_state(AppState { config, history });
     let listener = tokio::net::TcpListener::bind(listen).await?;
     info!(listen = %listener.local_addr()?, "HTTP endpoint listening");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.wait().await })
         .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_comparison_needs_an_exact_match() {
-        assert!(same(b"abc", b"abc"));
-        assert!(!same(b"abc", b"abd"));
-        assert!(!same(b"abc", b"abcd"));
-    }
 }

@@ -4,10 +4,16 @@
 //! by one shutdown signal; `preflight` checks the basics first. The
 //! periodic consistency check runs beside the applier.
 
+mod actions;
+mod auth;
 mod budget;
+mod dashboard;
+mod history;
 pub(crate) mod http;
+mod monitor;
 mod preflight;
 mod readers;
+pub mod status;
 
 use std::sync::Arc;
 
@@ -16,6 +22,7 @@ use crate::config::Config;
 use crate::consistency;
 use crate::kafka;
 use crate::runtime::shutdown::ShutdownTrigger;
+use crate::runtime::status::status;
 
 /// Which parts of the bridge this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -35,13 +42,20 @@ pub async fn run(config: Arc<Config>, role: Role, trigger: ShutdownTrigger) -> a
     budget::check_connection_budget(&config, &tenants).await;
     kafka::ensure_topic(&config.kafka).await?;
     let mut tasks: tokio::task::JoinSet<anyhow::Result<()>> = tokio::task::JoinSet::new();
+    let lag = monitor::run(Arc::clone(&config), trigger.subscribe());
+    tasks.spawn(async move {
+        lag.await;
+        Ok(())
+    });
     if role != Role::Applier {
+        status().role_started("reader");
         let config = Arc::clone(&config);
         let shutdown = trigger.subscribe();
         let key = key.clone();
         tasks.spawn(async move { readers::run(config, key, shutdown).await });
     }
     if role != Role::Reader {
+        status().role_started("applier");
         // One pool, so the check and its repairs count against the same
         // connection caps as the applier.
         let pool = TargetPool::new(Arc::clone(&config), Some(key));

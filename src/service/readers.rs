@@ -11,10 +11,11 @@ use crate::config::Config;
 use crate::kafka;
 use crate::model::{Side, TenantId};
 use crate::postgres::bridge_schema::{record_installed, ApplyKey};
-use crate::postgres::registry::{load_tenants, Tenant, TenantDirectory};
+use crate::postgres::registry::{load_tenants, status_entries, Tenant, TenantDirectory};
 use crate::postgres::{connect, DbError};
 use crate::runtime::retry::{Classify, FailureLog};
 use crate::runtime::shutdown::{self, Shutdown, ShutdownTrigger};
+use crate::runtime::status::status;
 use crate::source::{slot_name, supervise, RowOwner, SourceSpec};
 
 /// Running reader tasks by tenant id.
@@ -42,6 +43,8 @@ pub(super) async fn run(
             Ok(tenants) => {
                 failures.recovered(WHAT);
                 directory.replace(&tenants);
+                let template = &config.tenants.connection_template;
+                status().set_tenants(status_entries(&tenants, template));
                 // The landlord reader maps rows to tenants, so it starts
                 // once the directory has been filled.
                 if landlord.is_none() {

@@ -173,6 +173,8 @@ async fn create_and_snapshot(
     producer: Producer,
 ) -> Result<Lsn, ReaderError> {
     let db = source.database.as_str();
+    crate::runtime::status::status()
+        .set_reader_state(db, crate::runtime::status::ReaderState::Snapshotting);
     let state_table = BridgeTables::new(config).slot_state();
     client
         .execute(

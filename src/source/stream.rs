@@ -177,6 +177,11 @@ impl<'a> ChangeStream<'a> {
         m.replication_lag_bytes
             .with_label_values(&[self.slot.as_str()])
             .set(lag as i64);
+        let seconds = self.delivery.tracker().oldest_pending_age().as_secs_f64();
+        m.replication_lag_seconds
+            .with_label_values(&[self.slot.as_str()])
+            .set(seconds);
+        crate::runtime::status::status().set_reader_lag(&self.source.database, lag, seconds);
         Ok(())
     }
 }

@@ -20,6 +20,7 @@ use crate::postgres::setup::ensure_installed;
 use crate::runtime::metrics::metrics;
 use crate::runtime::retry::{Backoff, Classify, FailureLog};
 use crate::runtime::shutdown::{self, Shutdown};
+use crate::runtime::status::{status, ReaderState};
 use crate::source::replication::ReplicationConnection;
 
 /// Restart waits: from `RESTART_MIN`, doubling to `RESTART_MAX` (where a
@@ -44,12 +45,14 @@ pub(crate) async fn supervise(
     let mut failures = FailureLog::default();
     while !shutdown.is_triggered() {
         let started = Instant::now();
+        status().set_reader_state(&spec.database, ReaderState::Starting);
         let error =
             match stream_source(&spec, &config, producer.clone(), shutdown.clone(), None).await {
                 Ok(()) => break,
                 Err(error) => error,
             };
         set_source_up(&spec.database, false);
+        status().reader_failed(&spec.database, &error.to_string());
         if started.elapsed() > HEALTHY_RUN {
             backoff.reset();
             failures.forget();
@@ -63,6 +66,7 @@ pub(crate) async fn supervise(
         }
     }
     set_source_up(&spec.database, false);
+    status().set_reader_state(&spec.database, ReaderState::Stopped);
 }
 
 fn set_source_up(database: &str, up: bool) {
@@ -126,6 +130,7 @@ async fn stream_source(
         .map_err(ReaderError::replication(db))?;
     info!(database = db, %slot, %start, "streaming");
     set_source_up(db, true);
+    status().set_reader_state(db, ReaderState::Streaming);
     let delivery = Delivery::new(producer, &config.kafka, db, start);
     // Streaming needs no ordinary connection: give it and the permit back.
     drop((client, permit));
