@@ -163,7 +163,12 @@ async fn main() {
     let port = free_port();
     let (trigger, shutdown) = shutdown_channel();
     let listen = format!("127.0.0.1:{port}").parse().unwrap();
-    let server = tokio::spawn(serve(Arc::new(config()), listen, shutdown));
+    let server = tokio::spawn(serve(
+        Arc::new(config()),
+        listen,
+        shutdown,
+        Default::default(),
+    ));
     let started = Instant::now();
     while tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await

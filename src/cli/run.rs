@@ -12,12 +12,14 @@ use crate::service::{self, http, Role};
 
 pub(super) async fn run(config: Arc<Config>, role: Role) -> anyhow::Result<()> {
     let (trigger, _) = shutdown::channel();
+    let shared = service::SharedPool::default();
     if !config.http.listen.is_empty() {
         let listen = config.http.listen.parse().context("http.listen")?;
         let shutdown = trigger.subscribe();
         let http_config = Arc::clone(&config);
+        let pool = Arc::clone(&shared);
         tokio::spawn(async move {
-            if let Err(e) = http::serve(http_config, listen, shutdown).await {
+            if let Err(e) = http::serve(http_config, listen, shutdown, pool).await {
                 error!(%listen, error = %e, "HTTP endpoint failed; check http.listen");
             }
         });
@@ -28,7 +30,7 @@ pub(super) async fn run(config: Arc<Config>, role: Role) -> anyhow::Result<()> {
         info!("shutting down: draining in-flight events");
         on_signal.trigger();
     });
-    service::run(config, role, trigger).await
+    service::run(config, role, trigger, shared).await
 }
 
 async fn wait_for_signal() {

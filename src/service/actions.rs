@@ -89,10 +89,11 @@ async fn direction_reply(config: &Config, tenant: &str, headers: &HeaderMap, bod
 /// report (JSON, as `cdc-bridge check --json`) also updates `/status`.
 pub(super) async fn check_tenant(
     State(config): State<Arc<Config>>,
+    State(pool): State<super::SharedPool>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
 ) -> Reply {
-    let reply = check_reply(config, &tenant, &headers, false).await;
+    let reply = check_reply((config, pool), &tenant, &headers, false).await;
     audited("check", &tenant, reply)
 }
 
@@ -100,15 +101,18 @@ pub(super) async fn check_tenant(
 /// wins, as far as the tenant's direction carries it).
 pub(super) async fn repair_tenant(
     State(config): State<Arc<Config>>,
+    State(pool): State<super::SharedPool>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
 ) -> Reply {
-    let reply = check_reply(config, &tenant, &headers, true).await;
+    let reply = check_reply((config, pool), &tenant, &headers, true).await;
     audited("repair", &tenant, reply)
 }
 
+/// The check of one tenant, on the process's pool when it has one (a
+/// process without the applier role checks on a pool of its own).
 async fn check_reply(
-    config: Arc<Config>,
+    (config, pool): (Arc<Config>, super::SharedPool),
     tenant: &str,
     headers: &HeaderMap,
     repair: bool,
@@ -122,7 +126,7 @@ async fn check_reply(
         rate: 0.0,
     };
     let mut quiet = |_: &_, _, _| {};
-    match run_check(config, &options, None, &mut quiet).await {
+    match run_check(config, &options, pool.get().cloned(), &mut quiet).await {
         Ok(report) => {
             report.publish_tenants();
             (StatusCode::OK, report.json())

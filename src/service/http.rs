@@ -29,11 +29,18 @@ use crate::runtime::shutdown::Shutdown;
 struct AppState {
     config: Arc<Config>,
     history: Arc<History>,
+    pool: super::SharedPool,
 }
 
 impl FromRef<AppState> for Arc<Config> {
     fn from_ref(state: &AppState) -> Arc<Config> {
         Arc::clone(&state.config)
+    }
+}
+
+impl FromRef<AppState> for super::SharedPool {
+    fn from_ref(state: &AppState) -> super::SharedPool {
+        Arc::clone(&state.pool)
     }
 }
 
@@ -94,6 +101,7 @@ pub async fn serve(
     config: Arc<Config>,
     listen: SocketAddr,
     mut shutdown: Shutdown,
+    pool: super::SharedPool,
 ) -> std::io::Result<()> {
     let history = Arc::new(History::default());
     tokio::spawn(history::run(Arc::clone(&history), shutdown.clone()));
@@ -109,7 +117,11 @@ pub async fn serve(
         .route("/tenants/{tenant}/check", post(actions::check_tenant))
         .route("/tenants/{tenant}/repair", post(actions::repair_tenant))
         .route("/dead-letters/redrive", post(actions::redrive))
-        .with_state(AppState { config, history });
+        .with_state(AppState {
+            config,
+            history,
+            pool,
+        });
     let listener = tokio::net::TcpListener::bind(listen).await?;
     info!(listen = %listener.local_addr()?, "HTTP endpoint listening");
     axum::serve(listener, app)

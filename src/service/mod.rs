@@ -37,7 +37,17 @@ pub enum Role {
 
 /// Runs the selected roles until `shutdown` fires; returns after every task
 /// has drained and stopped.
-pub async fn run(config: Arc<Config>, role: Role, trigger: ShutdownTrigger) -> anyhow::Result<()> {
+/// The process's target connection pool, once the applier role made it:
+/// the HTTP actions (check and repair one tenant) use it too, so they count
+/// against the same caps. A process without the applier has none.
+pub type SharedPool = Arc<std::sync::OnceLock<TargetPool>>;
+
+pub async fn run(
+    config: Arc<Config>,
+    role: Role,
+    trigger: ShutdownTrigger,
+    shared: SharedPool,
+) -> anyhow::Result<()> {
     let preflight::Preflight { key, tenants } = preflight::check(&config).await?;
     budget::check_connection_budget(&config, &tenants).await;
     kafka::ensure_topic(&config.kafka).await?;
@@ -59,6 +69,7 @@ pub async fn run(config: Arc<Config>, role: Role, trigger: ShutdownTrigger) -> a
         // One pool, so the check and its repairs count against the same
         // connection caps as the applier.
         let pool = TargetPool::new(Arc::clone(&config), Some(key));
+        let _ = shared.set(pool.clone());
         let applier = Applier::new(Arc::clone(&config), pool.clone())?;
         let shutdown = trigger.subscribe();
         tasks.spawn(async move { Ok(applier.run(shutdown).await?) });

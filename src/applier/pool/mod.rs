@@ -105,7 +105,7 @@ struct Shared {
 }
 
 impl TargetPool {
-    pub fn new(config: Arc<Config>, key: Option<ApplyKey>) -> Self {
+    pub(crate) fn new(config: Arc<Config>, key: Option<ApplyKey>) -> Self {
         let limits = Limits::of(&config);
         let landlord = identity(Target::Landlord.side(), &config.landlord.dsn);
         TargetPool {
