@@ -2,7 +2,7 @@
 //! target transactions committed).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -45,43 +45,69 @@ impl Applier {
         Ok(batch)
     }
 
-    /// Commits, per partition, the offset after the batch's last message,
-    /// without waiting for the broker's answer (a round trip per batch
-    /// that took longer than applying it); `flush_offsets` waits for the
-    /// last one at shutdown. Commits go out in order, so a later one never
-    /// loses to an earlier; a lost one only means redelivery, which the
-    /// conflict rule makes harmless.
+    /// Notes, per partition, the offset after the batch's last message,
+    /// and commits the offsets noted so far without waiting for the
+    /// broker's answer (a round trip per batch took longer than applying
+    /// it), at most every `COMMIT_INTERVAL` (tiny batches would otherwise
+    /// queue commits faster than the broker takes them) and whenever the
+    /// topic is idle (`batch` empty). `flush_offsets` waits for the broker
+    /// at shutdown. A commit that is lost or late only means redelivery,
+    /// which the conflict rule makes harmless; an offset is never noted
+    /// before its batch is in the databases.
     pub(super) fn commit_offsets(&mut self, batch: &[OwnedMessage]) -> Result<(), ApplierError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for m in batch {
-            let entry = next
+            let entry = self
+                .offsets
+                .next
                 .entry((m.topic().to_string(), m.partition()))
                 .or_insert(0);
             *entry = (*entry).max(m.offset() + 1);
+            self.offsets.dirty = true;
         }
-        let mut list = TopicPartitionList::new();
-        for ((topic, partition), offset) in next {
-            list.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
+        let due = self
+            .offsets
+            .sent
+            .is_none_or(|at| at.elapsed() >= COMMIT_INTERVAL);
+        if self.offsets.dirty && (due || batch.is_empty()) {
+            self.send_offsets(CommitMode::Async)?;
         }
-        if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
-            warn!(%error, "committing Kafka offsets failed; the batch may be redelivered");
-        }
-        self.last_offsets = Some(list);
         Ok(())
     }
 
-    /// Commits the last batch's offsets again and waits for the broker (at
-    /// shutdown, so a restart does not redeliver what was applied).
+    /// Commits what is noted and waits for the broker (at shutdown, so a
+    /// restart does not redeliver what was applied).
     pub(super) fn flush_offsets(&mut self) {
-        if let Some(list) = self.last_offsets.take() {
-            if let Err(error) = self.consumer.commit(&list, CommitMode::Sync) {
-                warn!(%error, "committing Kafka offsets at shutdown failed; the last batch may be redelivered");
+        if self.offsets.dirty {
+            if let Err(error) = self.send_offsets(CommitMode::Sync) {
+                warn!(%error, "committing Kafka offsets at shutdown failed; the last batches may be redelivered");
             }
         }
     }
+
+    fn send_offsets(&mut self, mode: CommitMode) -> Result<(), ApplierError> {
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), offset) in &self.offsets.next {
+            list.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+        }
+        if let Err(error) = self.consumer.commit(&list, mode) {
+            warn!(%error, "committing Kafka offsets failed; the batches since the last commit may be redelivered");
+        }
+        self.offsets.dirty = false;
+        self.offsets.sent = Some(Instant::now());
+        Ok(())
+    }
+}
+
+/// How often the applier commits its offsets at most.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The next offset to commit per partition, and when offsets last went out.
+#[derive(Default)]
+pub(super) struct Offsets {
+    next: BTreeMap<(String, i32), i64>,
+    /// Noted since the last commit.
+    dirty: bool,
+    sent: Option<Instant>,
 }
 
 /// A consumer error (Kafka unreachable, a rebalance) is not fatal: librdkafka

@@ -105,8 +105,8 @@ pub struct Applier {
     last_cleanup: Option<std::time::Instant>,
     /// Background connection attempts to unreachable tenants (`reconcile`).
     probes: HashMap<TenantId, tokio::task::JoinHandle<bool>>,
-    /// The offsets last committed (without waiting), flushed at shutdown.
-    last_offsets: Option<rdkafka::TopicPartitionList>,
+    /// Offsets of applied batches, committed without waiting (`consume`).
+    offsets: consume::Offsets,
 }
 
 impl Applier {
@@ -124,7 +124,7 @@ impl Applier {
             failures: FailureLog::default(),
             last_cleanup: None,
             probes: HashMap::new(),
-            last_offsets: None,
+            offsets: consume::Offsets::default(),
         })
     }
 
