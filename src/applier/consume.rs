@@ -85,6 +85,21 @@ impl Applier {
     }
 
     fn send_offsets(&mut self, mode: CommitMode) -> Result<(), ApplierError> {
+        // A partition that moved to another instance is that instance's to
+        // commit: an offset noted here before the move would take the
+        // group back (the broker does not check who owns a partition).
+        if let Ok(assigned) = self.consumer.assignment() {
+            let assigned: std::collections::HashSet<(String, i32)> = assigned
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect();
+            self.offsets.next.retain(|key, _| assigned.contains(key));
+        }
+        if self.offsets.next.is_empty() {
+            self.offsets.dirty = false;
+            return Ok(());
+        }
         let mut list = TopicPartitionList::new();
         for ((topic, partition), offset) in &self.offsets.next {
             list.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;

@@ -5,6 +5,7 @@
 
 mod duration;
 mod env;
+mod instances;
 mod parse_error;
 mod secret;
 mod sections;
@@ -13,6 +14,7 @@ mod validate;
 use std::path::Path;
 
 pub use env::ENV_OVERRIDES;
+pub use instances::InstancesConfig;
 pub use secret::{ClientSettings, Dsn, Secret, REDACTED};
 pub use sections::{
     ApplierConfig, CheckConfig, HttpConfig, KafkaConfig, LandlordConfig, PostgresConfig,
@@ -43,6 +45,8 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub check: CheckConfig,
+    #[serde(default)]
+    pub instances: InstancesConfig,
 }
 
 /// A configuration problem, naming the key and what to do.

@@ -352,13 +352,13 @@ fn default_target_timeout() -> Duration {
     Duration::from_secs(5)
 }
 fn default_max_parallel_targets() -> usize {
-    16
-}
-fn default_max_connections() -> usize {
     32
 }
+fn default_max_connections() -> usize {
+    64
+}
 fn default_max_connections_per_server() -> usize {
-    8
+    32
 }
 fn default_idle_connection() -> Duration {
     Duration::from_secs(300)

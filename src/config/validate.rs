@@ -30,6 +30,7 @@ impl Config {
             ));
         }
         self.validate_tables()?;
+        self.instances.validate()?;
         self.validate_kafka()?;
         validate_identifier("replication.slot_prefix", &self.replication.slot_prefix, 40)?;
         validate_identifier("replication.publication", &self.replication.publication, 63)?;

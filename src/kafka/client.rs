@@ -148,6 +148,9 @@ pub(super) fn consumer_in_group(
     let receive_max = (request_limit(config).max(52_428_800) + 1024 * 1024).to_string();
     let defaults = [
         ("session.timeout.ms", "10000"),
+        // Several instances share the topic: a joining or leaving one moves
+        // only the partitions that change hands, the others keep applying.
+        ("partition.assignment.strategy", "cooperative-sticky"),
         ("auto.offset.reset", "earliest"),
         ("fetch.max.bytes", fetch_max.as_str()),
         ("receive.message.max.bytes", receive_max.as_str()),

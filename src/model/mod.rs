@@ -3,6 +3,7 @@
 //! last-writer-wins rule and the apply marker. Everything else builds on
 //! these types; nothing here depends on another module of the crate.
 
+pub mod balance;
 pub mod conflict;
 pub mod direction;
 pub mod envelope;

@@ -9,6 +9,8 @@
 //! | `tenant_directions` | landlord | per-tenant direction overrides |
 //! | `installed_databases` | landlord | every tenant database set up or streamed (for teardown) |
 //! | `installation` | every database | the apply token (landlord) and its hash (every database) |
+//! | `instances`, `source_leases` | landlord | live bridge processes and which one streams each source |
+//! | `tenant_sync_state` | landlord | tenants waiting for a reconcile or unreachable, and which instance owns that |
 
 use tokio_postgres::Client;
 
@@ -50,6 +52,18 @@ impl BridgeTables {
 
     pub(crate) fn installed_databases(&self) -> String {
         format!("{}.installed_databases", self.schema)
+    }
+
+    pub(crate) fn instances(&self) -> String {
+        format!("{}.instances", self.schema)
+    }
+
+    pub(crate) fn source_leases(&self) -> String {
+        format!("{}.source_leases", self.schema)
+    }
+
+    pub(crate) fn tenant_sync_state(&self) -> String {
+        format!("{}.tenant_sync_state", self.schema)
     }
 }
 

@@ -6,6 +6,7 @@ pub(crate) mod bridge_schema;
 mod catalog;
 mod connection;
 pub(crate) mod directions;
+pub(crate) mod leases;
 mod quoting;
 pub(crate) mod registry;
 pub mod session;

@@ -37,6 +37,7 @@ const LANDLORD_ONLY: &[Migration] = &[
     migration!("landlord/010_tenant_directions.sql"),
     migration!("landlord/011_installed_databases.sql"),
     migration!("landlord/012_apply_token.sql"),
+    migration!("landlord/013_instances.sql"),
 ];
 const TEARDOWN: &[Migration] = &[
     migration!("common/teardown.sql"),
@@ -246,7 +247,7 @@ async fn is_installed(
     // The newest table of each side stands for its set: an older install
     // lacks it and is installed again.
     let newest = match side {
-        Side::Landlord => bridge.installed_databases(),
+        Side::Landlord => bridge.tenant_sync_state(),
         Side::Tenant => bridge.installation(),
     };
     let sql = "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL

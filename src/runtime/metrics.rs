@@ -12,6 +12,8 @@ pub const SOURCE_UP: &str = "cdc_source_up";
 pub const ECHO_SUPPRESSED: &str = "cdc_reader_echo_suppressed_total";
 pub const TARGET_UP: &str = "cdc_applier_target_up";
 pub const KAFKA_UP: &str = "cdc_kafka_up";
+pub const SOURCES_OWNED: &str = "cdc_sources_owned";
+pub const INSTANCES_LIVE: &str = "cdc_instances_live";
 pub const SLOT_RECREATED: &str = "cdc_reader_slot_recreated_total";
 pub const EVENTS_APPLIED: &str = "cdc_applier_events_total";
 pub const END_TO_END_SECONDS: &str = "cdc_end_to_end_latency_seconds";
@@ -88,6 +90,10 @@ pub struct Metrics {
     pub slot_recreated: IntCounterVec,
     /// 0 after the producer lost every broker, 1 again after a delivery.
     pub kafka_up: prometheus::IntGauge,
+    /// Sources whose lease this instance holds.
+    pub sources_owned: prometheus::IntGauge,
+    /// Instances with a current heartbeat, as this one saw at its last.
+    pub instances_live: prometheus::IntGauge,
     /// 0 while the applier cannot reach a tenant database, by database.
     pub target_up: IntGaugeVec,
     /// Row events dropped because the applier wrote them (loop prevention).
@@ -282,6 +288,8 @@ impl Metrics {
                 &["database"],
             ),
             kafka_up,
+            sources_owned: r.gauge(SOURCES_OWNED, "Sources this instance streams (holds the lease of)"),
+            instances_live: r.gauge(INSTANCES_LIVE, "Bridge instances with a current heartbeat"),
             target_up: r.gauges(
                 TARGET_UP,
                 "0 while the applier cannot reach the database",

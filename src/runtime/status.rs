@@ -126,6 +126,18 @@ pub struct ApplierTenant {
     pub last_error: Option<String>,
 }
 
+/// Who streams which source when several instances share the fleet (the
+/// reader role's view at its last heartbeat).
+#[derive(Debug, Clone, Default)]
+pub struct Instances {
+    pub me: String,
+    pub live: Vec<String>,
+    /// Source (`landlord`, `tenant/ID`) to the instance holding its lease.
+    pub owners: HashMap<String, String>,
+    /// Until when this instance's leases are safe without a heartbeat.
+    pub valid_until: Option<Instant>,
+}
+
 /// Everything published, as one consistent copy.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -140,6 +152,7 @@ pub struct Snapshot {
     pub consumer_lag: BTreeMap<i32, i64>,
     /// -1 until counted.
     pub dead_letters_waiting: i64,
+    pub instances: Arc<Instances>,
 }
 
 /// See the module documentation.
@@ -156,6 +169,7 @@ pub struct StatusBoard {
     /// Events applied, by the side written: `[landlord, tenant]`.
     applied: [AtomicU64; 2],
     dead_letters_waiting: AtomicI64,
+    instances: RwLock<Arc<Instances>>,
 }
 
 /// A poisoned lock only means a panic elsewhere; the data is still usable.
@@ -188,7 +202,12 @@ impl StatusBoard {
             consumer_lag: RwLock::default(),
             applied: [AtomicU64::new(0), AtomicU64::new(0)],
             dead_letters_waiting: AtomicI64::new(-1),
+            instances: RwLock::default(),
         }
+    }
+
+    pub fn set_instances(&self, instances: Instances) {
+        *write(&self.instances) = Arc::new(instances);
     }
 
     pub fn role_started(&self, role: &'static str) {
@@ -324,6 +343,7 @@ impl StatusBoard {
             last_check: read(&self.last_check).clone(),
             consumer_lag: read(&self.consumer_lag).clone(),
             dead_letters_waiting: self.dead_letters_waiting.load(Ordering::Relaxed),
+            instances: Arc::clone(&read(&self.instances)),
         }
     }
 }

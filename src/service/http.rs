@@ -1,4 +1,4 @@
-//! The HTTP endpoint: `/metrics` (Prometheus text), `/health`, `/status`
+//! The HTTP endpoint: `/metrics` (Prometheus text), `/health`, `/ready`, `/status`
 //! and `/status/history` (JSON), the dashboard at `/` (`dashboard`), and the
 //! actions (`actions`), which require the configured bearer token (and are
 //! off without one). Read-only endpoints are public unless
@@ -59,6 +59,36 @@ async fn health(State(config): State<Arc<Config>>, headers: HeaderMap) -> Reply 
     (StatusCode::OK, "ok\n".to_string())
 }
 
+/// 200 `ready` once this process can take work: its roles started, Kafka
+/// answers, and (reader role) its heartbeat on the landlord is current, so
+/// it holds its leases; 503 naming what is missing otherwise.
+async fn ready(State(config): State<Arc<Config>>, headers: HeaderMap) -> Reply {
+    if let Err(denied) = authorize_read(&config, &headers) {
+        return denied;
+    }
+    let snapshot = crate::runtime::status::status().snapshot();
+    let heartbeat_current = snapshot
+        .instances
+        .valid_until
+        .is_some_and(|until| std::time::Instant::now() < until);
+    let missing = if snapshot.roles.is_empty() {
+        Some("starting")
+    } else if metrics().kafka_up.get() == 0 {
+        Some("Kafka unreachable")
+    } else if snapshot.roles.contains(&"reader") && !heartbeat_current {
+        Some("no current heartbeat on the landlord (source leases not held)")
+    } else {
+        None
+    };
+    match missing {
+        Some(what) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {what}\n"),
+        ),
+        None => (StatusCode::OK, "ready\n".to_string()),
+    }
+}
+
 async fn prometheus(State(config): State<Arc<Config>>, headers: HeaderMap) -> Reply {
     if let Err(denied) = authorize_read(&config, &headers) {
         return denied;
@@ -111,6 +141,7 @@ pub async fn serve(
         .route("/dashboard.js", get(dashboard::script))
         .route("/metrics", get(prometheus))
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/status", get(status_json))
         .route("/status/history", get(history_json))
         .route("/tenants/{tenant}/direction", post(actions::set_direction))

@@ -11,6 +11,7 @@ mod dashboard;
 mod history;
 pub(crate) mod http;
 mod monitor;
+mod ownership;
 mod preflight;
 mod readers;
 pub mod status;

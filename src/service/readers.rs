@@ -1,81 +1,283 @@
 //! The reader role: the landlord's reader plus one supervised reader per
 //! registered tenant database, started and stopped as the registry changes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
+
+use super::ownership::{tenant_source, Ownership, LANDLORD_SOURCE};
 
 use crate::config::Config;
 use crate::kafka;
-use crate::model::{Side, TenantId};
+use crate::model::Side;
 use crate::postgres::bridge_schema::{record_installed, ApplyKey};
 use crate::postgres::registry::{load_tenants, status_entries, Tenant, TenantDirectory};
 use crate::postgres::{connect, DbError};
 use crate::runtime::retry::{Classify, FailureLog};
 use crate::runtime::shutdown::{self, Shutdown, ShutdownTrigger};
-use crate::runtime::status::status;
+use crate::runtime::status::{status, Instances};
 use crate::source::{slot_name, supervise, RowOwner, SourceSpec};
 
-/// Running reader tasks by tenant id.
-type Readers = HashMap<TenantId, (Tenant, ShutdownTrigger, JoinHandle<()>)>;
+/// A running reader task.
+struct Running {
+    /// The registry row it was started from (none: the landlord's).
+    tenant: Option<Tenant>,
+    trigger: ShutdownTrigger,
+    handle: JoinHandle<()>,
+}
+
+/// Running reader tasks by source (`ownership::LANDLORD_SOURCE`,
+/// `tenant_source(id)`).
+type Readers = HashMap<String, Running>;
+
+/// What the reader role knows between heartbeats.
+struct Role {
+    config: Arc<Config>,
+    key: ApplyKey,
+    producer: kafka::Producer,
+    directory: TenantDirectory,
+    ownership: Ownership,
+    running: Readers,
+    /// The registry's tenants at the last successful read.
+    tenants: Option<HashMap<String, Tenant>>,
+    last_read: Option<Instant>,
+    /// One registry connection for all polls, opened again after a failure.
+    registry: Option<tokio_postgres::Client>,
+    unrecorded: Vec<Tenant>,
+    failures: FailureLog,
+}
+
+const READ_REGISTRY: &str = "reading the tenant registry (the current tenants keep syncing)";
+const HEARTBEAT: &str = "renewing this instance's source leases on the landlord";
 
 /// The reader role: the landlord's reader plus one supervised task per
-/// registered tenant, kept in step with the registry on every poll.
+/// registered tenant, kept in step with the registry on every poll, for
+/// the sources this instance holds the lease of (see `ownership`).
 pub(super) async fn run(
     config: Arc<Config>,
     key: ApplyKey,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let producer = kafka::producer(&config.kafka)?;
-    let directory = TenantDirectory::default();
-    let mut running: Readers = HashMap::new();
-    let mut landlord: Option<JoinHandle<()>> = None;
-    let interval = config.tenants.rediscover_interval;
-    // One registry connection for all polls, opened again after a failure.
-    let mut registry: Option<tokio_postgres::Client> = None;
-    let mut failures = FailureLog::default();
-    let mut unrecorded: Vec<Tenant> = Vec::new();
-    const WHAT: &str = "reading the tenant registry (the current tenants keep syncing)";
+    let mut role = Role {
+        producer: kafka::producer(&config.kafka)?,
+        ownership: Ownership::new(&config),
+        config,
+        key,
+        directory: TenantDirectory::default(),
+        running: HashMap::new(),
+        tenants: None,
+        last_read: None,
+        registry: None,
+        unrecorded: Vec::new(),
+        failures: FailureLog::default(),
+    };
+    let interval = role.config.instances.rebalance_interval;
     loop {
-        match poll_registry(&config, &mut registry).await {
-            Ok(tenants) => {
-                failures.recovered(WHAT);
-                directory.replace(&tenants);
-                let template = &config.tenants.connection_template;
-                status().set_tenants(status_entries(&tenants, template));
-                // The landlord reader maps rows to tenants, so it starts
-                // once the directory has been filled.
-                if landlord.is_none() {
-                    let spec = landlord_spec(&config, &directory, &key)?;
-                    landlord = Some(tokio::spawn(supervise(
-                        spec,
-                        Arc::clone(&config),
-                        producer.clone(),
-                        shutdown.clone(),
-                    )));
-                }
-                let started =
-                    sync_readers(&config, &producer, &key, &mut running, tenants, &shutdown).await;
-                unrecorded.extend(started);
-                record_streamed(&config, registry.as_ref(), &mut unrecorded).await;
+        let deadline = role.ownership.deadline();
+        let network = tokio::select! {
+            done = tokio::time::timeout(interval * 2, role.refresh()) => done.ok(),
+            _ = sleep_until(deadline) => None,
+            _ = shutdown.wait() => break,
+        };
+        match network {
+            Some(Ok(())) => role.rebalance(&shutdown).await,
+            Some(Err(error)) => role
+                .failures
+                .failed(HEARTBEAT, error.class(), &error, interval),
+            None => {
+                role.ownership.reconnect();
+                let class = crate::runtime::retry::ErrorClass::Transient;
+                role.failures.failed(
+                    HEARTBEAT,
+                    class,
+                    &"the landlord did not answer in time",
+                    interval,
+                )
             }
-            Err(error) => failures.failed(WHAT, error.class(), &error, interval),
         }
+        if role.ownership.deadline().is_some() && !role.ownership.is_current() {
+            role.stop_all("no heartbeat got through for two thirds of a lease; stopping every reader before the lease can pass to another instance").await;
+            role.ownership.lost();
+        }
+        publish_instances(&role.ownership, None);
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
+            _ = sleep_until(role.ownership.deadline()) => {}
             _ = shutdown.wait() => break,
         }
     }
-    for (_, (_, trigger, handle)) in running {
-        trigger.trigger();
-        let _ = handle.await;
-    }
-    if let Some(handle) = landlord {
-        let _ = handle.await;
+    role.stop_all("shutting down").await;
+    match tokio::time::timeout(interval, role.ownership.leave()).await {
+        Ok(Ok(())) => info!(instance = %role.ownership.me, "source leases handed over"),
+        Ok(Err(error)) => {
+            warn!(%error, "could not give up the source leases; the others take them when they expire")
+        }
+        Err(_) => warn!(
+            "could not give up the source leases in time; the others take them when they expire"
+        ),
     }
     Ok(())
+}
+
+/// Resolves at `deadline`, or never.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn publish_instances(ownership: &Ownership, owners: Option<HashMap<String, String>>) {
+    let metrics = crate::runtime::metrics::metrics();
+    metrics.sources_owned.set(ownership.held().len() as i64);
+    metrics.instances_live.set(ownership.live().len() as i64);
+    let previous = status().snapshot().instances;
+    status().set_instances(Instances {
+        me: ownership.me.clone(),
+        live: ownership.live().to_vec(),
+        owners: owners.unwrap_or_else(|| previous.owners.clone()),
+        valid_until: ownership.deadline(),
+    });
+}
+
+impl Role {
+    /// The heartbeat, and the registry when its interval has passed.
+    async fn refresh(&mut self) -> Result<(), DbError> {
+        self.ownership.beat().await?;
+        self.failures.recovered(HEARTBEAT);
+        let due = self
+            .last_read
+            .is_none_or(|at| at.elapsed() >= self.config.tenants.rediscover_interval);
+        if due {
+            match poll_registry(&self.config, &mut self.registry).await {
+                Ok(tenants) => {
+                    self.failures.recovered(READ_REGISTRY);
+                    self.directory.replace(&tenants);
+                    let template = &self.config.tenants.connection_template;
+                    status().set_tenants(status_entries(&tenants, template));
+                    let by_source = tenants
+                        .into_iter()
+                        .map(|t| (tenant_source(t.id.as_str()), t))
+                        .collect();
+                    self.tenants = Some(by_source);
+                    self.last_read = Some(Instant::now());
+                }
+                Err(error) => {
+                    let wait = self.config.tenants.rediscover_interval;
+                    self.failures
+                        .failed(READ_REGISTRY, error.class(), &error, wait)
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives up what the spread says (readers first), takes what it
+    /// allows, and starts and stops readers to match.
+    async fn rebalance(&mut self, shutdown: &Shutdown) {
+        // The landlord reader maps rows to tenants: nothing is wanted
+        // before the first registry read.
+        let Some(tenants) = &self.tenants else { return };
+        let mut wanted: BTreeSet<String> = tenants.keys().cloned().collect();
+        wanted.insert(LANDLORD_SOURCE.to_string());
+        let plan = self.ownership.plan(&wanted);
+        for source in &plan.release {
+            self.stop(source, "handing the source to another instance")
+                .await;
+        }
+        if let Err(error) = self.ownership.apply(&plan).await {
+            warn!(%error, "could not update the source leases; trying again on the next heartbeat");
+        }
+        let held = self.ownership.held().clone();
+        let stale: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(source, run)| !held.contains(*source) || self.changed(source, run))
+            .map(|(source, _)| source.clone())
+            .collect();
+        for source in stale {
+            self.stop(&source, "its lease or registry row changed")
+                .await;
+        }
+        for source in held.intersection(&wanted) {
+            if !self.running.contains_key(source) && !shutdown.is_triggered() {
+                self.start(source);
+            }
+        }
+        record_streamed(&self.config, self.registry.as_ref(), &mut self.unrecorded).await;
+        if let Ok(leases) = self.ownership.leases().await {
+            let owners = leases.into_iter().map(|l| (l.source, l.owner)).collect();
+            publish_instances(&self.ownership, Some(owners));
+        }
+    }
+
+    /// Whether the tenant's registry row is no longer the one its reader
+    /// was started from.
+    fn changed(&self, source: &str, run: &Running) -> bool {
+        let now = self.tenants.as_ref().and_then(|t| t.get(source));
+        run.tenant.is_some() && run.tenant.as_ref() != now
+    }
+
+    fn start(&mut self, source: &str) {
+        let (spec, tenant) = if source == LANDLORD_SOURCE {
+            match landlord_spec(&self.config, &self.directory, &self.key) {
+                Ok(spec) => (spec, None),
+                Err(error) => return warn!(%error, "cannot start the landlord reader"),
+            }
+        } else {
+            let Some(tenant) = self.tenants.as_ref().and_then(|t| t.get(source)) else {
+                return;
+            };
+            info!(tenant = %tenant.id, database = %tenant.database_name, "starting reader");
+            (
+                tenant_spec(&self.config, &self.key, tenant),
+                Some(tenant.clone()),
+            )
+        };
+        let (trigger, shutdown) = shutdown::channel();
+        let handle = tokio::spawn(supervise(
+            spec,
+            Arc::clone(&self.config),
+            self.producer.clone(),
+            shutdown,
+        ));
+        self.unrecorded.extend(tenant.clone());
+        let run = Running {
+            tenant,
+            trigger,
+            handle,
+        };
+        self.running.insert(source.to_string(), run);
+    }
+
+    async fn stop(&mut self, source: &str, why: &str) {
+        let Some(run) = self.running.remove(source) else {
+            return;
+        };
+        info!(source, why, "stopping reader");
+        run.trigger.trigger();
+        let _ = run.handle.await;
+        let template = &self.config.tenants.connection_template;
+        let now = self.tenants.as_ref().and_then(|t| t.get(source));
+        if let (Some(old), Some(now)) = (&run.tenant, now) {
+            if now.dsn(template) != old.dsn(template) {
+                drop_old_slot(&self.config, old).await;
+            }
+        }
+    }
+
+    async fn stop_all(&mut self, why: &str) {
+        let sources: Vec<String> = self.running.keys().cloned().collect();
+        for run in self.running.values() {
+            run.trigger.trigger();
+        }
+        for source in sources {
+            self.stop(&source, why).await;
+        }
+    }
 }
 
 async fn poll_registry(
@@ -153,59 +355,12 @@ async fn drop_old_slot(config: &Config, old: &Tenant) {
     }
 }
 
-/// Starts readers for new tenants and stops those no longer listed (or
-/// whose registry row changed: they start again on the new row).
-async fn sync_readers(
-    config: &Arc<Config>,
-    producer: &kafka::Producer,
-    key: &ApplyKey,
-    running: &mut Readers,
-    tenants: Vec<Tenant>,
-    parent: &Shutdown,
-) -> Vec<Tenant> {
-    let mut started = Vec::new();
-    let wanted: HashMap<TenantId, Tenant> =
-        tenants.into_iter().map(|t| (t.id.clone(), t)).collect();
-    let gone: Vec<TenantId> = running
-        .iter()
-        .filter(|(id, (old, _, _))| wanted.get(*id) != Some(old))
-        .map(|(id, _)| id.clone())
-        .collect();
-    for id in gone {
-        if let Some((tenant, trigger, handle)) = running.remove(&id) {
-            info!(tenant = %id, database = %tenant.database_name, "tenant left the registry or changed; stopping its reader");
-            trigger.trigger();
-            let _ = handle.await;
-            let template = &config.tenants.connection_template;
-            let moved = wanted
-                .get(&id)
-                .is_some_and(|now| now.dsn(template) != tenant.dsn(template));
-            if moved {
-                drop_old_slot(config, &tenant).await;
-            }
-        }
+fn tenant_spec(config: &Config, key: &ApplyKey, tenant: &Tenant) -> SourceSpec {
+    SourceSpec {
+        side: Side::Tenant,
+        database: tenant.database_name.clone(),
+        dsn: tenant.dsn(&config.tenants.connection_template),
+        owner: RowOwner::Tenant(tenant.tenant_ref()),
+        apply_marker: key.marker.clone(),
     }
-    for (id, tenant) in wanted {
-        if running.contains_key(&id) || parent.is_triggered() {
-            continue;
-        }
-        info!(tenant = %id, database = %tenant.database_name, "starting reader");
-        let spec = SourceSpec {
-            side: Side::Tenant,
-            database: tenant.database_name.clone(),
-            dsn: tenant.dsn(&config.tenants.connection_template),
-            owner: RowOwner::Tenant(tenant.tenant_ref()),
-            apply_marker: key.marker.clone(),
-        };
-        let (trigger, shutdown) = shutdown::channel();
-        let handle = tokio::spawn(supervise(
-            spec,
-            Arc::clone(config),
-            producer.clone(),
-            shutdown,
-        ));
-        started.push(tenant.clone());
-        running.insert(id, (tenant, trigger, handle));
-    }
-    started
 }

@@ -86,6 +86,7 @@ struct TenantStatus<'a> {
     direction: Direction,
     direction_override: bool,
     reader: Reader,
+    reader_owner: Option<&'a str>,
     applier_state: ApplierState,
     last_synced: Synced,
     check: Option<Check<'a>>,
@@ -178,6 +179,8 @@ struct EventsPerSecond {
 struct Landlord<'a> {
     database: &'a str,
     reader: Option<Reader>,
+    /// The instance streaming it (several instances share the fleet).
+    reader_owner: Option<&'a str>,
     last_error: Option<&'a str>,
 }
 
@@ -186,6 +189,7 @@ struct Status<'a> {
     version: &'static str,
     uptime_seconds: f64,
     roles: &'a [&'static str],
+    instance: Instance<'a>,
     landlord: Landlord<'a>,
     kafka: Kafka<'a>,
     events_per_second: EventsPerSecond,
@@ -199,6 +203,16 @@ struct Status<'a> {
     limit: usize,
     pages: usize,
     tenants: Vec<TenantStatus<'a>>,
+}
+
+/// This process among the bridge's instances.
+#[derive(Serialize)]
+struct Instance<'a> {
+    id: &'a str,
+    /// Every instance with a current heartbeat, this one included.
+    live: &'a [String],
+    /// Sources whose lease this one holds.
+    sources_owned: usize,
 }
 
 fn time(at: SystemTime) -> String {
@@ -261,6 +275,11 @@ fn tenant_status<'a>(
             slot_lag_bytes: reader.lag_bytes,
             slot_lag_seconds: reader.lag_seconds,
         },
+        reader_owner: snapshot
+            .instances
+            .owners
+            .get(&format!("tenant/{}", tenant.id.as_str()))
+            .map(String::as_str),
         applier_state: applier.state.unwrap_or(ApplierState::Live),
         last_synced: Synced {
             to_landlord: applier.synced_to_landlord.map(time),
@@ -314,8 +333,23 @@ pub fn render(config: &Config, snapshot: &Snapshot, rates: &Rates, query: &Statu
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: snapshot.uptime_seconds,
         roles: &snapshot.roles,
+        instance: Instance {
+            id: &snapshot.instances.me,
+            live: &snapshot.instances.live,
+            sources_owned: snapshot
+                .instances
+                .owners
+                .values()
+                .filter(|owner| **owner == snapshot.instances.me)
+                .count(),
+        },
         landlord: Landlord {
             database: &landlord_db,
+            reader_owner: snapshot
+                .instances
+                .owners
+                .get("landlord")
+                .map(String::as_str),
             reader: landlord_reader.map(|r| Reader {
                 state: r.state,
                 slot_lag_bytes: r.lag_bytes,

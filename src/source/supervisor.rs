@@ -125,9 +125,13 @@ async fn stream_source(
         producer.clone(),
     )
     .await?;
-    conn.start_replication(slot.as_str(), start, &config.replication.publication)
-        .await
-        .map_err(ReaderError::replication(db))?;
+    let started = conn
+        .start_replication(slot.as_str(), start, &config.replication.publication)
+        .await;
+    if let Err(error) = started {
+        end_stale_walsender(&client, slot.as_str(), db).await;
+        return Err(ReaderError::replication(db)(error));
+    }
     info!(database = db, %slot, %start, "streaming");
     set_source_up(db, true);
     status().set_reader_state(db, ReaderState::Streaming);
@@ -148,4 +152,22 @@ async fn stream_source(
     );
     stream.stop_at = stop_at;
     stream.run(shutdown).await
+}
+
+/// A slot still streaming to another walsender when this reader holds the
+/// source's lease: that walsender belongs to an instance that has stopped
+/// (its lease ran out, so by the lease rule its reader is gone) but whose
+/// connection the server has not noticed is dead (a network partition
+/// lasts until `wal_sender_timeout`). Ending it lets the retry stream now.
+async fn end_stale_walsender(client: &tokio_postgres::Client, slot: &str, db: &str) {
+    let ended = client
+        .query_opt(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
+              WHERE slot_name = $1 AND active AND active_pid <> pg_backend_pid()",
+            &[&slot],
+        )
+        .await;
+    if let Ok(Some(_)) = ended {
+        tracing::warn!(database = db, slot, "the slot was still streaming to a walsender of an instance that lost its lease; ended it");
+    }
 }

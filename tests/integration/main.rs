@@ -18,6 +18,7 @@ mod dashboard;
 mod dead_letters;
 mod failures;
 mod http;
+mod instances;
 mod kafka_outage;
 mod least_privilege;
 mod limits;

@@ -149,11 +149,14 @@ impl ReplicationConnection {
             .get_user()
             .ok_or_else(|| ReplicationError::Dsn("no user given".into()))?;
         let dbname = config.get_dbname().unwrap_or(user);
+        // The DSN's name, when it has one, tells instances apart in
+        // pg_stat_replication.
+        let application = config.get_application_name().unwrap_or("cdc-bridge");
         let mut params = vec![
             ("user", user),
             ("database", dbname),
             ("replication", "database"),
-            ("application_name", "cdc-bridge"),
+            ("application_name", application),
             ("client_encoding", "UTF8"),
         ];
         // The walsender prints row values with these (see `postgres::session`).

@@ -179,6 +179,30 @@ impl TestEnv {
         Bridge::start_role(&path, &self.log_dir, role)
     }
 
+    /// Starts `cdc-bridge run` as instance `id` of several: its own copy of
+    /// the configuration with `[instances] instance_id = "id"`, `extra`
+    /// appended, and every connection named `inst_ID` (in
+    /// `pg_stat_activity.application_name`); `landlord_dsn` replaces the
+    /// landlord's DSN when given (a proxy in front of it).
+    pub(crate) fn start_instance(
+        &self,
+        id: &str,
+        landlord_dsn: Option<&str>,
+        extra: &str,
+    ) -> Bridge {
+        let named = |dsn: &str| format!("{dsn} application_name=inst_{id}");
+        let landlord = landlord_dsn.map_or_else(|| dsn(&self.landlord_db), str::to_string);
+        let text = config_text(
+            (&named(&landlord), &named(&dsn("{database_name}"))),
+            &self.topic,
+            &self.prefix,
+            &format!("[instances]\ninstance_id = \"{id}\"\n{extra}"),
+        );
+        let path = self.log_dir.join(format!("instance-{id}.toml"));
+        std::fs::write(&path, text).unwrap();
+        Bridge::start(&path, &self.log_dir)
+    }
+
     /// Runs a bridge subcommand to completion, returning (success, output).
     pub(crate) fn bridge_command(&self, args: &[&str]) -> (bool, String) {
         self.bridge_command_with_env(args, &[])

@@ -1,0 +1,26 @@
+-- Landlord only: the bridge's instances and what they share (issue: several
+-- `run` processes). `instances` holds each live process's heartbeat;
+-- `source_leases` says which instance streams each source database (one
+-- row per source, taken only once expired, `fence` counting the owners);
+-- `tenant_sync_state` is the applier's per-tenant memory that must outlive
+-- a process (tenants waiting for a reconcile, tenants unreachable), so that
+-- whichever instance applies the tenant next finishes it.
+CREATE TABLE IF NOT EXISTS {{schema}}.instances (
+    instance_id  text PRIMARY KEY,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    expires_at   timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {{schema}}.source_leases (
+    source      text PRIMARY KEY,
+    owner       text NOT NULL,
+    fence       bigint NOT NULL DEFAULT 1,
+    acquired_at timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {{schema}}.tenant_sync_state (
+    tenant_id  text PRIMARY KEY,
+    state      text NOT NULL CHECK (state IN ('reconcile_pending', 'unreachable')),
+    owner      text NOT NULL,
+    since      timestamptz NOT NULL DEFAULT now()
+);

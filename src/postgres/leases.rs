@@ -1,0 +1,175 @@
+//! The instances' heartbeats and source leases on the landlord (tables in
+//! `bridge_schema`); the rule that uses them is `service::ownership`'s.
+//! Times are the landlord's clock (`now()`), never a process's.
+
+use std::time::Duration;
+
+use tokio_postgres::Client;
+
+use super::bridge_schema::BridgeTables;
+use super::DbError;
+use crate::config::Config;
+
+/// One source's lease as the landlord has it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SourceLease {
+    pub source: String,
+    pub owner: String,
+    /// How many times the source changed owner.
+    pub fence: i64,
+    /// Seconds until it expires (negative: expired, free to take).
+    pub expires_in_secs: f64,
+}
+
+/// The queries, named once for one configuration.
+pub(crate) struct LeaseStore {
+    instances: String,
+    leases: String,
+}
+
+fn failed(what: &'static str) -> impl Fn(tokio_postgres::Error) -> DbError {
+    move |e| DbError::query("landlord", what, e)
+}
+
+impl LeaseStore {
+    pub(crate) fn new(config: &Config) -> Self {
+        let tables = BridgeTables::new(config);
+        LeaseStore {
+            instances: tables.instances(),
+            leases: tables.source_leases(),
+        }
+    }
+
+    /// Records `me` as alive for `lease` and renews every lease it holds;
+    /// returns the sources it holds. Instances silent for ten leases are
+    /// forgotten.
+    pub(crate) async fn heartbeat(
+        &self,
+        client: &Client,
+        me: &str,
+        lease: Duration,
+    ) -> Result<Vec<String>, DbError> {
+        let (instances, leases) = (&self.instances, &self.leases);
+        let sql = format!(
+            "WITH beat AS (
+                 INSERT INTO {instances} (instance_id, expires_at)
+                 VALUES ($1, now() + make_interval(secs => $2))
+                 ON CONFLICT (instance_id) DO UPDATE
+                    SET heartbeat_at = now(), expires_at = EXCLUDED.expires_at),
+             forgotten AS (
+                 DELETE FROM {instances}
+                  WHERE expires_at < now() - make_interval(secs => $2 * 10) AND instance_id <> $1)
+             UPDATE {leases} SET expires_at = now() + make_interval(secs => $2)
+              WHERE owner = $1 RETURNING source"
+        );
+        let rows = client
+            .query(&sql, &[&me, &lease.as_secs_f64()])
+            .await
+            .map_err(failed("renew this instance's leases"))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// The instances whose heartbeat has not expired, in id order.
+    pub(crate) async fn live_instances(&self, client: &Client) -> Result<Vec<String>, DbError> {
+        let sql = format!(
+            "SELECT instance_id FROM {} WHERE expires_at > now() ORDER BY instance_id",
+            self.instances
+        );
+        let rows = client
+            .query(&sql, &[])
+            .await
+            .map_err(failed("list the live instances"))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Takes up to `limit` of `candidates` that nobody holds or whose lease
+    /// expired; returns those taken. Two instances racing for one source
+    /// serialise on its row: the second sees the first's fresh lease.
+    pub(crate) async fn acquire(
+        &self,
+        client: &Client,
+        me: &str,
+        candidates: &[String],
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<String>, DbError> {
+        if limit == 0 || candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let leases = &self.leases;
+        let sql = format!(
+            "WITH free AS (
+                 SELECT s FROM unnest($2::text[]) s
+                  WHERE NOT EXISTS (SELECT 1 FROM {leases} l WHERE l.source = s AND l.expires_at > now())
+                  ORDER BY s LIMIT $3)
+             INSERT INTO {leases} AS l (source, owner, expires_at)
+             SELECT s, $1, now() + make_interval(secs => $4) FROM free
+             ON CONFLICT (source) DO UPDATE
+                SET owner = EXCLUDED.owner, fence = l.fence + 1,
+                    acquired_at = now(), expires_at = EXCLUDED.expires_at
+              WHERE l.expires_at <= now()
+             RETURNING source"
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&sql, &[&me, &candidates, &limit, &lease.as_secs_f64()])
+            .await
+            .map_err(failed("take source leases"))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Gives up leases `me` holds (their readers have stopped).
+    pub(crate) async fn release(
+        &self,
+        client: &Client,
+        me: &str,
+        sources: &[String],
+    ) -> Result<(), DbError> {
+        let sql = format!(
+            "DELETE FROM {} WHERE owner = $1 AND source = ANY($2)",
+            self.leases
+        );
+        client
+            .execute(&sql, &[&me, &sources])
+            .await
+            .map_err(failed("release source leases"))?;
+        Ok(())
+    }
+
+    /// Gives up every lease and the heartbeat (graceful stop): the others
+    /// take the sources on their next heartbeat instead of after a lease.
+    pub(crate) async fn leave(&self, client: &Client, me: &str) -> Result<(), DbError> {
+        let sql = format!(
+            "WITH gone AS (DELETE FROM {} WHERE owner = $1)
+             DELETE FROM {} WHERE instance_id = $1",
+            self.leases, self.instances
+        );
+        client
+            .execute(&sql, &[&me])
+            .await
+            .map_err(failed("leave the instances"))?;
+        Ok(())
+    }
+
+    /// Every source's lease, by source.
+    pub(crate) async fn all(&self, client: &Client) -> Result<Vec<SourceLease>, DbError> {
+        let sql = format!(
+            "SELECT source, owner, fence, extract(epoch FROM expires_at - now())::float8
+               FROM {} ORDER BY source",
+            self.leases
+        );
+        let rows = client
+            .query(&sql, &[])
+            .await
+            .map_err(failed("read the source leases"))?;
+        Ok(rows
+            .iter()
+            .map(|r| SourceLease {
+                source: r.get(0),
+                owner: r.get(1),
+                fence: r.get(2),
+                expires_in_secs: r.get(3),
+            })
+            .collect())
+    }
+}
