@@ -52,7 +52,7 @@ use bulk::apply_group;
 pub use pool::TargetPool;
 use routing::Target;
 use target::TargetError;
-use tenants::Tenants;
+use tenants::{TenantState, Tenants};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplierError {
@@ -107,6 +107,8 @@ pub struct Applier {
     probes: HashMap<TenantId, tokio::task::JoinHandle<bool>>,
     /// Offsets of applied batches, committed without waiting (`consume`).
     offsets: consume::Offsets,
+    /// The tenant states last saved to the landlord (see `reconcile`).
+    saved_states: HashMap<TenantId, TenantState>,
 }
 
 impl Applier {
@@ -125,6 +127,7 @@ impl Applier {
             last_cleanup: None,
             probes: HashMap::new(),
             offsets: consume::Offsets::default(),
+            saved_states: HashMap::new(),
         })
     }
 
@@ -224,6 +227,9 @@ impl Applier {
                 "batch written"
             );
         }
+        // Before the offsets of the changes an unreachable tenant skipped
+        // are committed, its state is on the landlord.
+        self.save_states().await?;
         self.pool.close_idle(self.config.applier.idle_connection);
         self.tenants.publish();
         Ok(())
@@ -327,6 +333,7 @@ impl Applier {
             // A moved tenant's pooled connection points at the old place.
             self.pool.drop_target(&Target::Tenant(id.clone()));
         }
+        self.adopt_states().await?;
         self.recheck_missing_columns().await;
         self.reconcile_pending().await;
         self.expire_tombstones_if_due().await;

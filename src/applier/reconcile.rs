@@ -6,6 +6,12 @@
 //! Needed when a tenant joins while the bridge runs, resumes after a pause,
 //! changes direction, or its database answers again after an outage: the
 //! changes skipped meanwhile are still in the source rows.
+//!
+//! Which tenants wait for a reconcile must outlive the process (their
+//! skipped changes' offsets are committed): every batch saves the states
+//! that changed to `tenant_sync_state` on the landlord before its offsets
+//! go out, and each registry read adopts the states of instances whose
+//! heartbeat is gone, so whichever instance applies next finishes them.
 
 use futures::FutureExt;
 use tracing::{error, info, warn};
@@ -16,8 +22,77 @@ use super::tenants::TenantState;
 use super::{set_target_up, Applier, ApplierError};
 use crate::model::direction::{gate, Gate};
 use crate::model::{Envelope, Side, TenantId};
+use crate::postgres::leases::SyncStateStore;
+
+fn state_name(state: TenantState) -> &'static str {
+    match state {
+        TenantState::Unreachable => "unreachable",
+        _ => "reconcile_pending",
+    }
+}
 
 impl Applier {
+    /// Saves the tenant states that changed since the last save (see the
+    /// module documentation).
+    pub(super) async fn save_states(&mut self) -> Result<(), ApplierError> {
+        let now: std::collections::HashMap<TenantId, TenantState> = self
+            .tenants
+            .not_live()
+            .map(|(id, state)| (id.clone(), state))
+            .collect();
+        let changed: Vec<(String, &'static str)> = now
+            .iter()
+            .filter(|(id, state)| self.saved_states.get(*id) != Some(*state))
+            .map(|(id, state)| (id.as_str().to_string(), state_name(*state)))
+            .collect();
+        let gone: Vec<String> = self
+            .saved_states
+            .keys()
+            .filter(|id| !now.contains_key(*id))
+            .map(|id| id.as_str().to_string())
+            .collect();
+        if changed.is_empty() && gone.is_empty() {
+            return Ok(());
+        }
+        let (store, me) = (
+            SyncStateStore::new(&self.config),
+            &self.config.instances.instance_id,
+        );
+        self.pool
+            .with(&Target::Landlord, &self.tenants.registry, async |db| {
+                store.save(&db.client, me, &changed, &gone).await
+            })
+            .await?;
+        self.saved_states = now;
+        Ok(())
+    }
+
+    /// Takes over the waiting tenants of instances that are gone.
+    pub(super) async fn adopt_states(&mut self) -> Result<(), ApplierError> {
+        let (store, me) = (
+            SyncStateStore::new(&self.config),
+            &self.config.instances.instance_id,
+        );
+        let adopted = self
+            .pool
+            .with(&Target::Landlord, &self.tenants.registry, async |db| {
+                store.adopt(&db.client, me).await
+            })
+            .await?;
+        for (id, state) in adopted {
+            let state = if state == "unreachable" {
+                TenantState::Unreachable
+            } else {
+                TenantState::ReconcilePending
+            };
+            info!(tenant = %id, "adopting a tenant waiting for a reconcile from an instance that is gone");
+            let id = TenantId::from(id.as_str());
+            self.tenants.adopt(id.clone(), state);
+            self.saved_states.insert(id, state);
+        }
+        Ok(())
+    }
+
     /// Reconciles every tenant waiting for it; a failure leaves the tenant
     /// waiting for the next round. An unreachable tenant is first probed
     /// in the background (connecting to a silent server must not hold the

@@ -165,6 +165,23 @@ impl Tenants {
         status().set_applier_states(|id| self.registry.contains_key(id), &states);
     }
 
+    /// Every tenant not live, with its state.
+    pub(super) fn not_live(&self) -> impl Iterator<Item = (&TenantId, TenantState)> {
+        self.states.iter().map(|(id, state)| (id, *state))
+    }
+
+    /// A state another instance left behind (see `reconcile`); a registered
+    /// tenant only, and an unreachable one stays so.
+    pub(super) fn adopt(&mut self, id: TenantId, state: TenantState) {
+        if !self.registry.contains_key(&id) {
+            return;
+        }
+        let current = self.states.entry(id).or_insert(state);
+        if state == TenantState::Unreachable {
+            *current = state;
+        }
+    }
+
     /// A reconcile succeeded; returns the state the tenant left.
     pub(super) fn reconciled(&mut self, id: &str) -> TenantState {
         self.states.remove(id).unwrap_or(TenantState::Live)

@@ -173,3 +173,68 @@ impl LeaseStore {
             .collect())
     }
 }
+
+/// The applier's per-tenant states that must outlive a process
+/// (`tenant_sync_state`): written before the offsets of any change they
+/// stand for are committed, removed by their owner once reconciled, and
+/// adopted by another instance when their owner's heartbeat is gone.
+pub(crate) struct SyncStateStore {
+    table: String,
+    instances: String,
+}
+
+impl SyncStateStore {
+    pub(crate) fn new(config: &Config) -> Self {
+        let tables = BridgeTables::new(config);
+        SyncStateStore {
+            table: tables.tenant_sync_state(),
+            instances: tables.instances(),
+        }
+    }
+
+    /// Records `states` (tenant id, `reconcile_pending` or `unreachable`)
+    /// as `me`'s, and removes `me`'s rows of `gone` (reconciled tenants).
+    pub(crate) async fn save(
+        &self,
+        client: &Client,
+        me: &str,
+        states: &[(String, &'static str)],
+        gone: &[String],
+    ) -> Result<(), DbError> {
+        let (ids, names): (Vec<&str>, Vec<&str>) =
+            states.iter().map(|(id, s)| (id.as_str(), *s)).unzip();
+        let table = &self.table;
+        let sql = format!(
+            "WITH saved AS (
+                 INSERT INTO {table} (tenant_id, state, owner)
+                 SELECT id, state, $1 FROM unnest($2::text[], $3::text[]) AS s(id, state)
+                 ON CONFLICT (tenant_id) DO UPDATE SET state = EXCLUDED.state, owner = $1, since = now())
+             DELETE FROM {table} WHERE owner = $1 AND tenant_id = ANY($4) AND tenant_id <> ALL($2)"
+        );
+        client
+            .execute(&sql, &[&me, &ids, &names, &gone])
+            .await
+            .map_err(failed("save the tenants' sync states"))?;
+        Ok(())
+    }
+
+    /// Takes over the rows of instances without a current heartbeat;
+    /// returns them (tenant id, state).
+    pub(crate) async fn adopt(
+        &self,
+        client: &Client,
+        me: &str,
+    ) -> Result<Vec<(String, String)>, DbError> {
+        let sql = format!(
+            "UPDATE {} t SET owner = $1 WHERE owner <> $1
+                AND NOT EXISTS (SELECT 1 FROM {} i WHERE i.instance_id = t.owner AND i.expires_at > now())
+             RETURNING tenant_id, state",
+            self.table, self.instances
+        );
+        let rows = client
+            .query(&sql, &[&me])
+            .await
+            .map_err(failed("adopt the tenants' sync states of gone instances"))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}

@@ -428,3 +428,89 @@ async fn an_instance_cut_off_from_the_landlord_stops_streaming_before_its_lease_
         assert!(bridge.stop().success(), "log: {}", bridge.log.display());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenant_waiting_for_a_reconcile_when_its_instance_dies_is_reconciled_by_another() {
+    let env = TestEnv::new("instances_adopt", 3).await;
+    env.write_config("");
+    let (ok, output) = env.bridge_command(&["setup"]);
+    assert!(ok, "setup failed: {output}");
+    for index in 0..3 {
+        set_tenant_color(&env, index, "#000001").await;
+    }
+    // No periodic check: it would repair the tenant on its own.
+    let no_check = "[check]\ninterval_secs = 0\n";
+    let mut a = env.start_instance("a", None, no_check);
+    let mut b = env.start_instance("b", None, no_check);
+    for index in 0..3 {
+        eventually_within(Duration::from_secs(90), "the first sync", || async {
+            (landlord_color(&env, index).await.as_deref() == Some("#000001")).then_some(())
+        })
+        .await;
+    }
+    // Each instance's applier reconciles every tenant once at its start: a
+    // reconcile still pending in the survivor would hide the adoption.
+    for bridge in [&a, &b] {
+        for id in ["tenant=1 ", "tenant=2 ", "tenant=3 "] {
+            bridge.wait_log_lines(&["tenant reconciled", id], 1).await;
+        }
+    }
+    let database = env.tenants[0].database.clone();
+    let admin = crate::support::connect("postgres").await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {database} ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'"
+        ))
+        .await
+        .unwrap();
+    set_landlord_color(&env, 0, "#abcdef").await;
+    let landlord = env.landlord().await;
+    let owner: String = eventually_within(
+        Duration::from_secs(60),
+        "tenant 1 saved as unreachable",
+        || async {
+            let row = landlord
+                .query_opt(
+                    "SELECT owner FROM cdc_bridge.tenant_sync_state WHERE tenant_id = '1' AND state = 'unreachable'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            row.map(|r| r.get(0))
+        },
+    )
+    .await;
+    // The skipped change's offset is committed within 100 ms.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (dead, survivor) = if owner == "a" {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    dead.kill();
+    admin
+        .batch_execute(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"))
+        .await
+        .unwrap();
+    eventually_within(
+        Duration::from_secs(90),
+        "the survivor reconciling tenant 1",
+        || async { (tenant_color(&env, 0).await.as_deref() == Some("#abcdef")).then_some(()) },
+    )
+    .await;
+    assert!(
+        survivor
+            .log_text()
+            .contains("adopting a tenant waiting for a reconcile"),
+        "log: {}",
+        survivor.log.display()
+    );
+    let left: i64 = landlord
+        .query_one("SELECT count(*) FROM cdc_bridge.tenant_sync_state", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "every waiting tenant reconciled and forgotten");
+    assert!(survivor.stop().success(), "log: {}", survivor.log.display());
+}
