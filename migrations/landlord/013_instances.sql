@@ -24,3 +24,15 @@ CREATE TABLE IF NOT EXISTS {{schema}}.tenant_sync_state (
     owner      text NOT NULL,
     since      timestamptz NOT NULL DEFAULT now()
 );
+-- The periodic consistency check, run by one instance per interval: who
+-- holds the run (`owner` until `claimed_until`), when the last one
+-- finished and what it found (counts by state, inconsistent ratio).
+CREATE TABLE IF NOT EXISTS {{schema}}.check_runs (
+    name          text PRIMARY KEY,
+    owner         text,
+    claimed_until timestamptz,
+    finished_at   timestamptz,
+    counts        jsonb,
+    inconsistent_ratio float8,
+    duration_seconds   float8
+);

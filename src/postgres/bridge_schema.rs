@@ -10,6 +10,7 @@
 //! | `installed_databases` | landlord | every tenant database set up or streamed (for teardown) |
 //! | `installation` | every database | the apply token (landlord) and its hash (every database) |
 //! | `instances`, `source_leases` | landlord | live bridge processes and which one streams each source |
+//! | `check_runs` | landlord | the periodic check's claim and last result, shared by the instances |
 //! | `tenant_sync_state` | landlord | tenants waiting for a reconcile or unreachable, and which instance owns that |
 
 use tokio_postgres::Client;
@@ -64,6 +65,10 @@ impl BridgeTables {
 
     pub(crate) fn tenant_sync_state(&self) -> String {
         format!("{}.tenant_sync_state", self.schema)
+    }
+
+    pub(crate) fn check_runs(&self) -> String {
+        format!("{}.check_runs", self.schema)
     }
 }
 

@@ -238,3 +238,103 @@ impl SyncStateStore {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }
+
+/// The last periodic check, as the landlord keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedCheck {
+    pub finished_at: std::time::SystemTime,
+    pub counts: std::collections::BTreeMap<String, usize>,
+    pub inconsistent_ratio: f64,
+    pub duration_seconds: f64,
+}
+
+/// The periodic check's claim and last result (`check_runs`): one
+/// instance runs it per interval, every instance publishes its result.
+pub(crate) struct CheckRunStore {
+    table: String,
+}
+
+const PERIODIC: &str = "periodic";
+
+impl CheckRunStore {
+    pub(crate) fn new(config: &Config) -> Self {
+        CheckRunStore {
+            table: BridgeTables::new(config).check_runs(),
+        }
+    }
+
+    /// Claims the next run for `me` for `hold`, unless one finished less
+    /// than `interval` ago or another instance holds a claim.
+    pub(crate) async fn claim(
+        &self,
+        client: &Client,
+        me: &str,
+        interval: Duration,
+        hold: Duration,
+    ) -> Result<bool, DbError> {
+        let table = &self.table;
+        let sql = format!(
+            "INSERT INTO {table} AS c (name, owner, claimed_until)
+             VALUES ($1, $2, now() + make_interval(secs => $4))
+             ON CONFLICT (name) DO UPDATE SET owner = $2, claimed_until = EXCLUDED.claimed_until
+              WHERE (c.claimed_until IS NULL OR c.claimed_until < now())
+                AND (c.finished_at IS NULL OR c.finished_at < now() - make_interval(secs => $3))
+             RETURNING 1"
+        );
+        // A little less than the interval, so a run every interval is due
+        // when the instance that ran the last one wakes.
+        let due = interval.as_secs_f64() * 0.9;
+        let rows = client
+            .query(&sql, &[&PERIODIC, &me, &due, &hold.as_secs_f64()])
+            .await
+            .map_err(failed("claim the periodic check"))?;
+        Ok(!rows.is_empty())
+    }
+
+    /// Records `me`'s finished run and gives up the claim.
+    pub(crate) async fn finish(
+        &self,
+        client: &Client,
+        me: &str,
+        check: &SharedCheck,
+    ) -> Result<(), DbError> {
+        let counts = serde_json::to_string(&check.counts).unwrap_or_default();
+        let sql = format!(
+            "UPDATE {} SET finished_at = now(), claimed_until = NULL, counts = $3::text::jsonb,
+                    inconsistent_ratio = $4, duration_seconds = $5
+              WHERE name = $1 AND owner = $2",
+            self.table
+        );
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
+            &PERIODIC,
+            &me,
+            &counts,
+            &check.inconsistent_ratio,
+            &check.duration_seconds,
+        ];
+        client
+            .execute(&sql, &params)
+            .await
+            .map_err(failed("record the periodic check"))?;
+        Ok(())
+    }
+
+    /// The last finished run, if any.
+    pub(crate) async fn last(&self, client: &Client) -> Result<Option<SharedCheck>, DbError> {
+        let sql = format!(
+            "SELECT finished_at, counts::text, inconsistent_ratio, duration_seconds FROM {}
+              WHERE name = $1 AND finished_at IS NOT NULL",
+            self.table
+        );
+        let row = client
+            .query_opt(&sql, &[&PERIODIC])
+            .await
+            .map_err(failed("read the last periodic check"))?;
+        Ok(row.map(|r| SharedCheck {
+            finished_at: r.get(0),
+            counts: serde_json::from_str(r.get::<_, &str>(1)).unwrap_or_default(),
+            inconsistent_ratio: r.get(2),
+            duration_seconds: r.get(3),
+        }))
+    }
+}

@@ -247,7 +247,7 @@ async fn is_installed(
     // The newest table of each side stands for its set: an older install
     // lacks it and is installed again.
     let newest = match side {
-        Side::Landlord => bridge.tenant_sync_state(),
+        Side::Landlord => bridge.check_runs(),
         Side::Tenant => bridge.installation(),
     };
     let sql = "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL

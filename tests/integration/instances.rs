@@ -514,3 +514,49 @@ async fn a_tenant_waiting_for_a_reconcile_when_its_instance_dies_is_reconciled_b
     assert_eq!(left, 0, "every waiting tenant reconciled and forgotten");
     assert!(survivor.stop().success(), "log: {}", survivor.log.display());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_periodic_check_runs_on_one_instance_per_interval_and_every_instance_shows_its_result()
+{
+    let env = TestEnv::new("instances_check", 2).await;
+    env.write_config("");
+    for index in 0..2 {
+        set_tenant_color(&env, index, "#000001").await;
+    }
+    let every_two_seconds = "[check]\ninterval_secs = 2\nrate = 0\n";
+    let a = env.start_instance("a", None, every_two_seconds);
+    let b = env.start_instance("b", None, every_two_seconds);
+    let runs = || {
+        a.log_lines_with(&["consistency check done"])
+            + b.log_lines_with(&["consistency check done"])
+    };
+    eventually_within(Duration::from_secs(60), "a first check", || async {
+        (runs() > 0).then_some(())
+    })
+    .await;
+    let (first, started) = (runs(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let (done, seconds) = (runs() - first, started.elapsed().as_secs_f64());
+    println!("{done} checks in {seconds:.1} s over two instances with an interval of 2 s");
+    // One instance per interval: about seconds / 2; each on its own would
+    // make it twice that.
+    assert!(
+        done >= 3,
+        "the check stopped running: {done} in {seconds:.1} s"
+    );
+    assert!(
+        (done as f64) <= seconds / 2.0 + 2.0,
+        "both instances run the check: {done} in {seconds:.1} s"
+    );
+    for bridge in [&a, &b] {
+        let port = bridge.http_port().await;
+        let status = crate::support::http_request(port, "GET", "/status", None, "")
+            .await
+            .unwrap_or_default();
+        assert!(
+            status.contains("\"last_check\":{"),
+            "no last check in /status of {}: {status}",
+            bridge.log.display()
+        );
+    }
+}

@@ -182,7 +182,8 @@ impl TestEnv {
     /// Starts `cdc-bridge run` as instance `id` of several: its own copy of
     /// the configuration with `[instances] instance_id = "id"`, `extra`
     /// appended, and every connection named `inst_ID` (in
-    /// `pg_stat_activity.application_name`); `landlord_dsn` replaces the
+    /// `pg_stat_activity.application_name`), its HTTP endpoint on a free
+    /// port; `landlord_dsn` replaces the
     /// landlord's DSN when given (a proxy in front of it).
     pub(crate) fn start_instance(
         &self,
@@ -198,6 +199,8 @@ impl TestEnv {
             &self.prefix,
             &format!("[instances]\ninstance_id = \"{id}\"\n{extra}"),
         );
+        // Each on a port of its own (read with `Bridge::http_port`).
+        let text = text.replace("listen = \"\"", "listen = \"127.0.0.1:0\"");
         let path = self.log_dir.join(format!("instance-{id}.toml"));
         std::fs::write(&path, text).unwrap();
         Bridge::start(&path, &self.log_dir)
