@@ -379,6 +379,13 @@ async fn an_instance_cut_off_from_the_landlord_stops_streaming_before_its_lease_
     let writers = Writers::start(&env);
     tokio::time::sleep(Duration::from_secs(2)).await;
 
+    let p_port = p.http_port().await;
+    let ready = |port| async move {
+        crate::support::http_request(port, "GET", "/ready", None, "")
+            .await
+            .unwrap_or_default()
+    };
+    assert!(ready(p_port).await.contains("200 OK"), "p not ready before the cut");
     let cut = Instant::now();
     proxy.cut.store(true, Ordering::Relaxed);
     // p's tenant walsenders (not behind the proxy) must be gone while its
@@ -412,6 +419,11 @@ async fn an_instance_cut_off_from_the_landlord_stops_streaming_before_its_lease_
     );
     let takeover = taken_over(&env, "p", cut).await;
     println!("cut off from the landlord: sources taken over in {takeover:.1} s");
+    let answer = ready(p_port).await;
+    assert!(
+        answer.contains("503") && answer.contains("no current heartbeat"),
+        "p cut off from the landlord still says it is ready: {answer}"
+    );
     assert!(
         p.log_text()
             .contains("stopping every reader before the lease can pass"),
