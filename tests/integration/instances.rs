@@ -385,7 +385,10 @@ async fn an_instance_cut_off_from_the_landlord_stops_streaming_before_its_lease_
             .await
             .unwrap_or_default()
     };
-    assert!(ready(p_port).await.contains("200 OK"), "p not ready before the cut");
+    assert!(
+        ready(p_port).await.contains("200 OK"),
+        "p not ready before the cut"
+    );
     let cut = Instant::now();
     proxy.cut.store(true, Ordering::Relaxed);
     // p's tenant walsenders (not behind the proxy) must be gone while its
