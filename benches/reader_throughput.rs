@@ -132,6 +132,7 @@ async fn bridge_reader(config: &Config, db: &str, end: Lsn) -> f64 {
         }),
         // The workload holds no applier transactions.
         apply_marker: String::new(),
+        lease_until: None,
     };
     let producer = kafka::producer(&config.kafka).unwrap();
     let started = Instant::now();

@@ -9,7 +9,10 @@ CREATE TABLE IF NOT EXISTS {{schema}}.instances (
     instance_id  text PRIMARY KEY,
     started_at   timestamptz NOT NULL DEFAULT now(),
     heartbeat_at timestamptz NOT NULL DEFAULT now(),
-    expires_at   timestamptz NOT NULL
+    -- The reader role's heartbeat (counted in the spread of sources).
+    expires_at   timestamptz NOT NULL,
+    -- The applier role's (its waiting tenants are not adopted meanwhile).
+    applies_until timestamptz
 );
 CREATE TABLE IF NOT EXISTS {{schema}}.source_leases (
     source      text PRIMARY KEY,
@@ -18,11 +21,15 @@ CREATE TABLE IF NOT EXISTS {{schema}}.source_leases (
     acquired_at timestamptz NOT NULL DEFAULT now(),
     expires_at  timestamptz NOT NULL
 );
+-- One row per tenant and instance: each instance removes only its own once
+-- it reconciled the tenant (another's reconcile may have read the tenant
+-- before this instance skipped its latest changes).
 CREATE TABLE IF NOT EXISTS {{schema}}.tenant_sync_state (
-    tenant_id  text PRIMARY KEY,
+    tenant_id  text NOT NULL,
     state      text NOT NULL CHECK (state IN ('reconcile_pending', 'unreachable')),
     owner      text NOT NULL,
-    since      timestamptz NOT NULL DEFAULT now()
+    since      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, owner)
 );
 -- The periodic consistency check, run by one instance per interval: who
 -- holds the run (`owner` until `claimed_until`), when the last one

@@ -69,6 +69,8 @@ impl Applier {
 
     /// Takes over the waiting tenants of instances that are gone.
     pub(super) async fn adopt_states(&mut self) -> Result<(), ApplierError> {
+        // Renewed on every registry read: three of them may fail first.
+        let alive = self.config.tenants.rediscover_interval * 3;
         let (store, me) = (
             SyncStateStore::new(&self.config),
             &self.config.instances.instance_id,
@@ -76,7 +78,7 @@ impl Applier {
         let adopted = self
             .pool
             .with(&Target::Landlord, &self.tenants.registry, async |db| {
-                store.adopt(&db.client, me).await
+                store.adopt(&db.client, me, alive).await
             })
             .await?;
         for (id, state) in adopted {

@@ -79,11 +79,17 @@ pub async fn run(config: Arc<Config>, pool: TargetPool, mut shutdown: Shutdown) 
     }
 }
 
+/// How long a claimed check may run before another instance may run one:
+/// a claimer that died mid-check delays the next by this much at most.
+const CLAIM_HOLD: std::time::Duration = std::time::Duration::from_secs(1800);
+
 async fn claim(config: &Config, pool: &TargetPool) -> Result<bool, crate::postgres::DbError> {
     let store = CheckRunStore::new(config);
     let (me, interval) = (&config.instances.instance_id, config.check.interval);
     pool.with(&Target::Landlord, &HashMap::new(), async |db| {
-        store.claim(&db.client, me, interval, interval).await
+        store
+            .claim(&db.client, me, interval, CLAIM_HOLD + interval)
+            .await
     })
     .await
 }

@@ -58,9 +58,10 @@ impl LeaseStore {
                     SET heartbeat_at = now(), expires_at = EXCLUDED.expires_at),
              forgotten AS (
                  DELETE FROM {instances}
-                  WHERE expires_at < now() - make_interval(secs => $2 * 10) AND instance_id <> $1)
+                  WHERE greatest(expires_at, applies_until) < now() - make_interval(secs => $2 * 10)
+                    AND instance_id <> $1)
              UPDATE {leases} SET expires_at = now() + make_interval(secs => $2)
-              WHERE owner = $1 RETURNING source"
+              WHERE owner = $1 AND expires_at > now() RETURNING source"
         );
         let rows = client
             .query(&sql, &[&me, &lease.as_secs_f64()])
@@ -208,7 +209,7 @@ impl SyncStateStore {
             "WITH saved AS (
                  INSERT INTO {table} (tenant_id, state, owner)
                  SELECT id, state, $1 FROM unnest($2::text[], $3::text[]) AS s(id, state)
-                 ON CONFLICT (tenant_id) DO UPDATE SET state = EXCLUDED.state, owner = $1, since = now())
+                 ON CONFLICT (tenant_id, owner) DO UPDATE SET state = EXCLUDED.state, since = now())
              DELETE FROM {table} WHERE owner = $1 AND tenant_id = ANY($4) AND tenant_id <> ALL($2)"
         );
         client
@@ -218,18 +219,36 @@ impl SyncStateStore {
         Ok(())
     }
 
-    /// Takes over the rows of instances without a current heartbeat;
-    /// returns them (tenant id, state).
+    /// Renews `me`'s applier heartbeat for `alive`, then takes over the
+    /// rows of instances with neither heartbeat current (merged into
+    /// `me`'s: unreachable wins); returns them (tenant id, state).
     pub(crate) async fn adopt(
         &self,
         client: &Client,
         me: &str,
+        alive: Duration,
     ) -> Result<Vec<(String, String)>, DbError> {
+        let (table, instances) = (&self.table, &self.instances);
+        let beat = format!(
+            "INSERT INTO {instances} (instance_id, expires_at, applies_until)
+             VALUES ($1, '-infinity', now() + make_interval(secs => $2))
+             ON CONFLICT (instance_id) DO UPDATE SET applies_until = EXCLUDED.applies_until"
+        );
+        client
+            .execute(&beat, &[&me, &alive.as_secs_f64()])
+            .await
+            .map_err(failed("renew this instance's applier heartbeat"))?;
+        // 'unreachable' > 'reconcile_pending', so max() keeps it.
         let sql = format!(
-            "UPDATE {} t SET owner = $1 WHERE owner <> $1
-                AND NOT EXISTS (SELECT 1 FROM {} i WHERE i.instance_id = t.owner AND i.expires_at > now())
-             RETURNING tenant_id, state",
-            self.table, self.instances
+            "WITH gone AS (
+                 DELETE FROM {table} t WHERE owner <> $1
+                    AND NOT EXISTS (SELECT 1 FROM {instances} i WHERE i.instance_id = t.owner
+                                     AND greatest(i.expires_at, i.applies_until) > now())
+                 RETURNING tenant_id, state)
+             INSERT INTO {table} AS c (tenant_id, state, owner)
+             SELECT tenant_id, max(state), $1 FROM gone GROUP BY tenant_id
+             ON CONFLICT (tenant_id, owner) DO UPDATE SET state = greatest(c.state, EXCLUDED.state)
+             RETURNING tenant_id, state"
         );
         let rows = client
             .query(&sql, &[&me])

@@ -51,6 +51,8 @@ pub(super) struct Ownership {
     live: Vec<String>,
     /// Streaming what is held is safe until then without a new heartbeat.
     valid_until: Option<Instant>,
+    /// The same, for the readers (see `SourceSpec::lease_until`).
+    published: tokio::sync::watch::Sender<Option<Instant>>,
 }
 
 impl Ownership {
@@ -64,7 +66,18 @@ impl Ownership {
             held: BTreeSet::new(),
             live: Vec::new(),
             valid_until: None,
+            published: tokio::sync::watch::Sender::new(None),
         }
+    }
+
+    /// What a reader watches to know its lease is current.
+    pub(super) fn lease_view(&self) -> tokio::sync::watch::Receiver<Option<Instant>> {
+        self.published.subscribe()
+    }
+
+    fn set_valid_until(&mut self, until: Option<Instant>) {
+        self.valid_until = until;
+        self.published.send_replace(until);
     }
 
     pub(super) fn held(&self) -> &BTreeSet<String> {
@@ -99,7 +112,7 @@ impl Ownership {
         let (held, live) = result.inspect_err(|_| self.client = None)?;
         self.held = held.into_iter().collect();
         self.live = live;
-        self.valid_until = Some(sent + self.lease * 2 / 3);
+        self.set_valid_until(Some(sent + self.lease * 2 / 3));
         Ok(())
     }
 
@@ -139,7 +152,7 @@ impl Ownership {
     /// more as far as this instance knows (its readers are stopping).
     pub(super) fn lost(&mut self) {
         self.held.clear();
-        self.valid_until = None;
+        self.set_valid_until(None);
         self.client = None;
     }
 

@@ -21,6 +21,9 @@ use crate::runtime::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::runtime::status::{status, Instances};
 use crate::source::{slot_name, supervise, RowOwner, SourceSpec};
 
+/// Until when this instance's leases are safe (`Ownership::lease_view`).
+type LeaseView = tokio::sync::watch::Receiver<Option<Instant>>;
+
 /// A running reader task.
 struct Running {
     /// The registry row it was started from (none: the landlord's).
@@ -78,12 +81,21 @@ pub(super) async fn run(
     loop {
         let deadline = role.ownership.deadline();
         let network = tokio::select! {
-            done = tokio::time::timeout(interval * 2, role.refresh()) => done.ok(),
+            done = role.refresh() => done,
             _ = sleep_until(deadline) => None,
             _ = shutdown.wait() => break,
         };
         match network {
-            Some(Ok(())) => role.rebalance(&shutdown).await,
+            Some(Ok(())) => {
+                // Its landlord queries may hang too: the deadline holds
+                // here as well (a reader stopped half-way was triggered,
+                // and `stop_all` below takes the rest).
+                let (stop, deadline) = (shutdown.clone(), role.ownership.deadline());
+                tokio::select! {
+                    _ = role.rebalance(&stop) => {}
+                    _ = sleep_until(deadline) => {}
+                }
+            }
             Some(Err(error)) => role
                 .failures
                 .failed(HEARTBEAT, error.class(), &error, interval),
@@ -144,15 +156,34 @@ fn publish_instances(ownership: &Ownership, owners: Option<HashMap<String, Strin
 }
 
 impl Role {
-    /// The heartbeat, and the registry when its interval has passed.
-    async fn refresh(&mut self) -> Result<(), DbError> {
-        self.ownership.beat().await?;
+    /// The heartbeat, and the registry when its interval has passed, each
+    /// within its own time limit (`None`: the heartbeat's passed).
+    async fn refresh(&mut self) -> Option<Result<(), DbError>> {
+        let limit = self.config.instances.rebalance_interval * 2;
+        if let Err(error) = tokio::time::timeout(limit, self.ownership.beat())
+            .await
+            .ok()?
+        {
+            return Some(Err(error));
+        }
         self.failures.recovered(HEARTBEAT);
         let due = self
             .last_read
             .is_none_or(|at| at.elapsed() >= self.config.tenants.rediscover_interval);
         if due {
-            match poll_registry(&self.config, &mut self.registry).await {
+            // A slow registry query must not starve the heartbeat's loop
+            // forever; it has up to the statement timeout.
+            let limit = self.config.postgres.statement_timeout.max(limit);
+            let polled =
+                tokio::time::timeout(limit, poll_registry(&self.config, &mut self.registry))
+                    .await
+                    .unwrap_or_else(|_| {
+                        let seconds = limit.as_secs();
+                        Err(DbError::Registry(format!(
+                            "the registry query did not answer within {seconds} s"
+                        )))
+                    });
+            match polled {
                 Ok(tenants) => {
                     self.failures.recovered(READ_REGISTRY);
                     self.directory.replace(&tenants);
@@ -172,7 +203,7 @@ impl Role {
                 }
             }
         }
-        Ok(())
+        Some(Ok(()))
     }
 
     /// Gives up what the spread says (readers first), takes what it
@@ -189,7 +220,8 @@ impl Role {
                 .await;
         }
         if let Err(error) = self.ownership.apply(&plan).await {
-            warn!(%error, "could not update the source leases; trying again on the next heartbeat");
+            // Readers given up stay stopped until the release gets through.
+            return warn!(%error, "could not update the source leases; trying again on the next heartbeat");
         }
         let held = self.ownership.held().clone();
         let stale: Vec<String> = self
@@ -223,7 +255,12 @@ impl Role {
 
     fn start(&mut self, source: &str) {
         let (spec, tenant) = if source == LANDLORD_SOURCE {
-            match landlord_spec(&self.config, &self.directory, &self.key) {
+            match landlord_spec(
+                &self.config,
+                &self.directory,
+                &self.key,
+                self.ownership.lease_view(),
+            ) {
                 Ok(spec) => (spec, None),
                 Err(error) => return warn!(%error, "cannot start the landlord reader"),
             }
@@ -233,7 +270,7 @@ impl Role {
             };
             info!(tenant = %tenant.id, database = %tenant.database_name, "starting reader");
             (
-                tenant_spec(&self.config, &self.key, tenant),
+                tenant_spec(&self.config, &self.key, tenant, self.ownership.lease_view()),
                 Some(tenant.clone()),
             )
         };
@@ -259,7 +296,15 @@ impl Role {
         };
         info!(source, why, "stopping reader");
         run.trigger.trigger();
-        let _ = run.handle.await;
+        // A reader busy starting (connecting, a snapshot) may not look at
+        // its trigger for a while; a lease passes on regardless.
+        let mut handle = run.handle;
+        let limit = self.config.instances.lease / 4;
+        if tokio::time::timeout(limit, &mut handle).await.is_err() {
+            warn!(source, "the reader did not stop in time; aborting it");
+            handle.abort();
+            let _ = handle.await;
+        }
         let template = &self.config.tenants.connection_template;
         let now = self.tenants.as_ref().and_then(|t| t.get(source));
         if let (Some(old), Some(now)) = (&run.tenant, now) {
@@ -297,6 +342,7 @@ fn landlord_spec(
     config: &Config,
     directory: &TenantDirectory,
     key: &ApplyKey,
+    lease_until: LeaseView,
 ) -> anyhow::Result<SourceSpec> {
     Ok(SourceSpec {
         side: Side::Landlord,
@@ -304,6 +350,7 @@ fn landlord_spec(
         dsn: config.landlord.dsn.clone(),
         owner: RowOwner::Landlord(directory.clone()),
         apply_marker: key.marker.clone(),
+        lease_until: Some(lease_until),
     })
 }
 
@@ -355,12 +402,18 @@ async fn drop_old_slot(config: &Config, old: &Tenant) {
     }
 }
 
-fn tenant_spec(config: &Config, key: &ApplyKey, tenant: &Tenant) -> SourceSpec {
+fn tenant_spec(
+    config: &Config,
+    key: &ApplyKey,
+    tenant: &Tenant,
+    lease_until: LeaseView,
+) -> SourceSpec {
     SourceSpec {
         side: Side::Tenant,
         database: tenant.database_name.clone(),
         dsn: tenant.dsn(&config.tenants.connection_template),
         owner: RowOwner::Tenant(tenant.tenant_ref()),
         apply_marker: key.marker.clone(),
+        lease_until: Some(lease_until),
     }
 }

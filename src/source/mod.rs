@@ -59,6 +59,10 @@ pub struct SourceSpec {
     /// The mark of this installation's applier transactions, whose rows
     /// are echoes and not sent (see `model::loop_guard`); empty: none.
     pub apply_marker: String,
+    /// Until when this instance's lease of the source is safe (see
+    /// `service::ownership`); a walsender still holding the slot is ended
+    /// only while it is. None: no lease (benchmarks), never ended.
+    pub lease_until: Option<tokio::sync::watch::Receiver<Option<std::time::Instant>>>,
 }
 
 /// How a source's rows map to tenants.

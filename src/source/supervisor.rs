@@ -129,7 +129,13 @@ async fn stream_source(
         .start_replication(slot.as_str(), start, &config.replication.publication)
         .await;
     if let Err(error) = started {
-        end_stale_walsender(&client, slot.as_str(), db).await;
+        let leased = spec
+            .lease_until
+            .as_ref()
+            .is_some_and(|until| until.borrow().is_some_and(|at| at > Instant::now()));
+        if leased {
+            end_stale_walsender(&client, slot.as_str(), db).await;
+        }
         return Err(ReaderError::replication(db)(error));
     }
     info!(database = db, %slot, %start, "streaming");
