@@ -5,7 +5,9 @@
 //! table, in the same run. Two workloads: 1,000 tenants with 200 versions
 //! each (a batch holds many versions of a row, only the newest is written)
 //! and 20,000 tenants with 10 each (nearly every event is written).
-//! Reports the median of several runs and the ratio.
+//! Reports the median of several runs and the ratio. The live applier
+//! (`run --role applier`) takes the first workload's topic too, timed from
+//! its first row to the last.
 //!
 //! Needs the test stack: `scripts/bench.sh` starts it and runs this.
 //! Output: `bench-results/replay_throughput.json`.
@@ -230,6 +232,60 @@ async fn replay(client: &Client, config_path: &PathBuf, w: &Workload) -> f64 {
     seconds
 }
 
+/// The live applier (`cdc-bridge run --role applier`, a fresh consumer
+/// group) taking the same topic into an emptied landlord: seconds from its
+/// first row landing until every tenant is at its newest version (its
+/// start, including a first reconcile of every tenant, is left out).
+async fn live_applier(client: &Client, config_path: &PathBuf, w: &Workload, run: usize) -> f64 {
+    client
+        .batch_execute("TRUNCATE tenant_brandings; TRUNCATE cdc_bridge.tombstones")
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(config_path).unwrap();
+    let live_path = config_path.with_extension(format!("live{run}.toml"));
+    let text = text
+        .replace("_applier\"", &format!("_live{run}\""))
+        .replace(
+            "[tenants]\n",
+            "[tenants]\nrediscover_interval_secs = 3600\n",
+        );
+    std::fs::write(&live_path, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cdc-bridge"))
+        .arg("--config")
+        .arg(&live_path)
+        .args(["run", "--role", "applier"])
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let newest = format!("#{:06x}", w.versions - 1);
+    let count = async || -> (i64, i64) {
+        let row = client
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE primary_color = $1) FROM tenant_brandings",
+                &[&newest],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while count().await.0 == 0 {
+        assert!(Instant::now() < deadline, "the live applier wrote nothing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = Instant::now();
+    while count().await.1 < i64::from(w.tenants) {
+        assert!(Instant::now() < deadline, "the live applier did not finish");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    child.kill().ok();
+    child.wait().ok();
+    seconds
+}
+
 /// Landlord database, registry, topic and staging rows of one workload;
 /// returns the database's client and the bridge configuration file.
 async fn prepare_workload(w: &Workload, index: usize) -> (Client, PathBuf) {
@@ -288,6 +344,21 @@ async fn main() {
                 theirs.push(baseline(&client, w).await);
             }
         }
+        // The live applier on the workload of many versions per tenant
+        // (the 1,000 tenants), once per run.
+        let mut live = Vec::new();
+        if index == 0 {
+            for run in 0..RUNS {
+                live.push(live_applier(&client, &config_path, w, run).await);
+            }
+            let live_s = median(live.clone());
+            println!(
+                "replay_throughput: live applier over {} tenants: {:.0} events/s (median of {RUNS}), {:.2} of the server-side baseline",
+                w.tenants,
+                events / live_s,
+                median(theirs.clone()) / live_s
+            );
+        }
         let (ours_s, theirs_s) = (median(ours.clone()), median(theirs.clone()));
         let ratio = theirs_s / ours_s;
         println!(
@@ -308,6 +379,8 @@ async fn main() {
             "replay_events_per_second_median": events / ours_s,
             "baseline_rows_per_second_median": events / theirs_s,
             "ratio_replay_to_baseline": ratio,
+            "live_applier_seconds": live,
+            "live_applier_events_per_second_median": (!live.is_empty()).then(|| events / median(live.clone())),
         }));
     }
     let json = serde_json::json!({ "benchmark": "replay_throughput", "results": results });
