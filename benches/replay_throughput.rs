@@ -195,6 +195,19 @@ async fn baseline(client: &Client, w: &Workload) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+/// Landlord rows, and those at the workload's newest version.
+async fn landed(client: &Client, w: &Workload) -> (i64, i64) {
+    let newest = format!("#{:06x}", w.versions - 1);
+    let row = client
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE primary_color = $1) FROM tenant_brandings",
+            &[&newest],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
 async fn replay(client: &Client, config_path: &PathBuf, w: &Workload) -> f64 {
     client
         .batch_execute("TRUNCATE tenant_brandings; TRUNCATE cdc_bridge.tombstones")
@@ -215,15 +228,7 @@ async fn replay(client: &Client, config_path: &PathBuf, w: &Workload) -> f64 {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    let newest = format!("#{:06x}", w.versions - 1);
-    let row = client
-        .query_one(
-            "SELECT count(*), count(*) FILTER (WHERE primary_color = $1) FROM tenant_brandings",
-            &[&newest],
-        )
-        .await
-        .unwrap();
-    let (rows, newest_rows): (i64, i64) = (row.get(0), row.get(1));
+    let (rows, newest_rows) = landed(client, w).await;
     assert_eq!(
         (rows, newest_rows),
         (i64::from(w.tenants), i64::from(w.tenants)),
@@ -259,17 +264,7 @@ async fn live_applier(client: &Client, config_path: &PathBuf, w: &Workload, run:
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let newest = format!("#{:06x}", w.versions - 1);
-    let count = async || -> (i64, i64) {
-        let row = client
-            .query_one(
-                "SELECT count(*), count(*) FILTER (WHERE primary_color = $1) FROM tenant_brandings",
-                &[&newest],
-            )
-            .await
-            .unwrap();
-        (row.get(0), row.get(1))
-    };
+    let count = || landed(client, w);
     let deadline = Instant::now() + Duration::from_secs(600);
     while count().await.0 == 0 {
         assert!(Instant::now() < deadline, "the live applier wrote nothing");
