@@ -168,12 +168,16 @@ impl Applier {
         let registry = &self.tenants.registry;
         let tenant_target = Target::Tenant(id.clone());
         let pool = &self.pool;
-        let from_landlord = pool
-            .current_state(&Target::Landlord, registry, &tenant_ref)
-            .await?;
-        let from_tenant = pool
-            .current_state(&tenant_target, registry, &tenant_ref)
-            .await?;
+        // Only the sides the direction lets through are read: a paused
+        // tenant's rows (all of them, in memory) are not needed.
+        let read = async |origin: Side, from: &Target| {
+            if gate(direction, origin) != Gate::Apply {
+                return Ok(Vec::new());
+            }
+            pool.current_state(from, registry, &tenant_ref).await
+        };
+        let from_landlord = read(Side::Landlord, &Target::Landlord).await?;
+        let from_tenant = read(Side::Tenant, &tenant_target).await?;
         let mut rejected = Vec::new();
         let mut gained_columns = Vec::new();
         for (origin, rows, target) in [
