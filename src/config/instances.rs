@@ -90,3 +90,41 @@ impl InstancesConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(config: &InstancesConfig) -> Option<String> {
+        config.validate().err().map(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_valid_and_the_id_names_host_and_pid() {
+        let config = InstancesConfig::default();
+        assert_eq!(problem(&config), None);
+        assert!(config
+            .instance_id
+            .ends_with(&format!("-{}", std::process::id())));
+    }
+
+    #[test]
+    fn a_bad_id_or_a_lease_too_short_for_its_heartbeats_is_refused_by_key() {
+        let empty = InstancesConfig {
+            instance_id: String::new(),
+            ..InstancesConfig::default()
+        };
+        assert!(problem(&empty).is_some_and(|p| p.contains("instances.instance_id")));
+        let short = InstancesConfig {
+            lease: Duration::from_secs(5),
+            rebalance_interval: Duration::from_secs(2),
+            ..InstancesConfig::default()
+        };
+        assert!(problem(&short).is_some_and(|p| p.contains("instances.lease_secs")));
+        let zero = InstancesConfig {
+            rebalance_interval: Duration::ZERO,
+            ..InstancesConfig::default()
+        };
+        assert!(problem(&zero).is_some_and(|p| p.contains("rebalance_interval_secs")));
+    }
+}

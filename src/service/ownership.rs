@@ -35,10 +35,11 @@ pub(super) fn tenant_source(id: &str) -> String {
 
 /// The landlord connection, opened again when it was lost.
 async fn landlord<'a>(slot: &'a mut Option<Client>, dsn: &Dsn) -> Result<&'a Client, DbError> {
-    if slot.as_ref().is_none_or(Client::is_closed) {
-        *slot = Some(connect(dsn, "landlord").await?);
-    }
-    Ok(slot.as_ref().expect("just connected"))
+    let client = match slot.take() {
+        Some(client) if !client.is_closed() => client,
+        _ => connect(dsn, "landlord").await?,
+    };
+    Ok(slot.insert(client))
 }
 
 pub(super) struct Ownership {

@@ -51,6 +51,8 @@ struct Role {
     registry: Option<tokio_postgres::Client>,
     unrecorded: Vec<Tenant>,
     failures: FailureLog,
+    /// Every source's owner at the last listing of the leases.
+    owners: HashMap<String, String>,
 }
 
 const READ_REGISTRY: &str = "reading the tenant registry (the current tenants keep syncing)";
@@ -76,6 +78,7 @@ pub(super) async fn run(
         registry: None,
         unrecorded: Vec::new(),
         failures: FailureLog::default(),
+        owners: HashMap::new(),
     };
     let interval = role.config.instances.rebalance_interval;
     loop {
@@ -114,7 +117,7 @@ pub(super) async fn run(
             role.stop_all("no heartbeat got through for two thirds of a lease; stopping every reader before the lease can pass to another instance").await;
             role.ownership.lost();
         }
-        publish_instances(&role.ownership, None);
+        role.publish();
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = sleep_until(role.ownership.deadline()) => {}
@@ -142,20 +145,24 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-fn publish_instances(ownership: &Ownership, owners: Option<HashMap<String, String>>) {
-    let metrics = crate::runtime::metrics::metrics();
-    metrics.sources_owned.set(ownership.held().len() as i64);
-    metrics.instances_live.set(ownership.live().len() as i64);
-    let previous = status().snapshot().instances;
-    status().set_instances(Instances {
-        me: ownership.me.clone(),
-        live: ownership.live().to_vec(),
-        owners: owners.unwrap_or_else(|| previous.owners.clone()),
-        valid_until: ownership.deadline(),
-    });
-}
-
 impl Role {
+    /// This instance's view of the leases, on the board and in metrics.
+    fn publish(&self) {
+        let metrics = crate::runtime::metrics::metrics();
+        metrics
+            .sources_owned
+            .set(self.ownership.held().len() as i64);
+        metrics
+            .instances_live
+            .set(self.ownership.live().len() as i64);
+        status().set_instances(Instances {
+            me: self.ownership.me.clone(),
+            live: self.ownership.live().to_vec(),
+            owners: self.owners.clone(),
+            valid_until: self.ownership.deadline(),
+        });
+    }
+
     /// The heartbeat, and the registry when its interval has passed, each
     /// within its own time limit (`None`: the heartbeat's passed).
     async fn refresh(&mut self) -> Option<Result<(), DbError>> {
@@ -241,8 +248,7 @@ impl Role {
         }
         record_streamed(&self.config, self.registry.as_ref(), &mut self.unrecorded).await;
         if let Ok(leases) = self.ownership.leases().await {
-            let owners = leases.into_iter().map(|l| (l.source, l.owner)).collect();
-            publish_instances(&self.ownership, Some(owners));
+            self.owners = leases.into_iter().map(|l| (l.source, l.owner)).collect();
         }
     }
 
