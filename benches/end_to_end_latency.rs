@@ -363,9 +363,7 @@ async fn main() {
         return;
     }
     let prefix = format!("bench_e2e_{}", std::process::id());
-    // For trying settings by hand: `CDC_BENCH_EXTRA=$'[applier]\nbatch_wait_ms = 0'`.
-    let extra = std::env::var("CDC_BENCH_EXTRA").unwrap_or_default();
-    let mut fleet = Fleet::create(&prefix, tenants(), &extra).await;
+    let mut fleet = Fleet::create(&prefix, tenants(), &common::extra_settings()).await;
     fleet.record_arrivals().await;
     fleet
         .landlord()

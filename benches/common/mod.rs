@@ -27,6 +27,12 @@ pub fn dsn(db: &str) -> String {
     )
 }
 
+/// Settings appended to the bridge's config, for trying settings by hand:
+/// `CDC_BENCH_EXTRA=$'[applier]\nbatch_wait_ms = 0'`.
+pub fn extra_settings() -> String {
+    std::env::var("CDC_BENCH_EXTRA").unwrap_or_default()
+}
+
 pub async fn connect(db: &str) -> Client {
     let (client, connection) = tokio_postgres::connect(&dsn(db), NoTls)
         .await

@@ -221,14 +221,20 @@ pub(crate) async fn authorise_writes(
     key: &ApplyKey,
     database: &str,
 ) -> Result<(), DbError> {
+    // Read before writing: `ON CONFLICT DO UPDATE … WHERE` would lock the
+    // stored row even when it matches, a transaction id and a commit per
+    // new connection, which wakes every walsender of the cluster.
     let sql = format!(
-        "INSERT INTO {} AS i (name, value)
-         VALUES ('apply_token_sha256', encode(sha256(convert_to($1::text, 'UTF8')), 'hex'))
-         ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value WHERE i.value <> EXCLUDED.value",
-        BridgeTables::new(config).installation()
+        "INSERT INTO {table} (name, value)
+         SELECT 'apply_token_sha256', wanted.hash
+         FROM (SELECT encode(sha256(convert_to($1::text, 'UTF8')), 'hex') AS hash) AS wanted
+         WHERE NOT EXISTS (
+             SELECT 1 FROM {table} WHERE name = 'apply_token_sha256' AND value = wanted.hash)
+         ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+        table = BridgeTables::new(config).installation()
     );
     client
-        .execute(&sql, &[&key.token()])
+        .execute_typed(&sql, &[(&key.token(), tokio_postgres::types::Type::TEXT)])
         .await
         .map_err(|e| DbError::query(database, "store the apply token's hash", e))?;
     Ok(())

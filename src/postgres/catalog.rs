@@ -26,8 +26,10 @@ pub async fn table_columns(
                  FROM pg_attribute a
                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
                 ORDER BY a.attnum";
+    // Typed: one round trip (no prepare), on every new target connection.
+    let name = quote_qualified(table);
     let rows = client
-        .query(sql, &[&quote_qualified(table)])
+        .query_typed(sql, &[(&name, tokio_postgres::types::Type::TEXT)])
         .await
         .map_err(|e| DbError::query(database, "read table columns", e))?;
     if rows.is_empty() {

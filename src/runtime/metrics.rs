@@ -25,6 +25,7 @@ pub const CONNECTION_WAITS: &str = "cdc_applier_connection_waits_total";
 pub const BATCH_SIZE: &str = "cdc_applier_batch_size";
 pub const APPLY_SECONDS: &str = "cdc_applier_apply_duration_seconds";
 pub const TARGETS_IN_FLIGHT: &str = "cdc_applier_targets_in_flight";
+pub const CONNECTION_OPEN_SECONDS: &str = "cdc_applier_connection_open_seconds";
 pub const CHECK_TENANTS: &str = "cdc_check_tenants";
 pub const CHECK_INCONSISTENT_RATIO: &str = "cdc_check_inconsistent_ratio";
 pub const CHECK_LAST_RUN: &str = "cdc_check_last_run_timestamp_seconds";
@@ -138,6 +139,9 @@ pub struct BatchMetrics {
     pub apply_seconds: Histogram,
     /// Tenant databases being written at this moment.
     pub targets_in_flight: prometheus::IntGauge,
+    /// Opening a target connection (connect, authorise, prepare): what a
+    /// batch pays per database beyond the caps' open connections.
+    pub connection_open_seconds: Histogram,
 }
 
 impl BatchMetrics {
@@ -153,11 +157,16 @@ impl BatchMetrics {
             apply_seconds: r.histogram(
                 APPLY_SECONDS,
                 "Time to apply a batch and commit its offsets",
-                seconds,
+                seconds.clone(),
             ),
             targets_in_flight: r.gauge(
                 TARGETS_IN_FLIGHT,
                 "Tenant databases the applier is writing at this moment",
+            ),
+            connection_open_seconds: r.histogram(
+                CONNECTION_OPEN_SECONDS,
+                "Time to open a target connection (connect, authorise the bridge's writes, prepare)",
+                seconds,
             ),
         }
     }

@@ -142,6 +142,27 @@ async fn the_applier_stays_within_its_connection_caps_and_every_tenant_syncs_bot
         sample(&metrics, "cdc_check_last_run_timestamp_seconds") > 0.0,
         "the check ran: {metrics}"
     );
+    let opened = sample(&metrics, "cdc_applier_connection_open_seconds_count");
+    assert!(
+        opened > (tenants + 1) as f64,
+        "connections were opened again after evictions ({opened}): {metrics}"
+    );
+    // Every one of those connections checked the stored token hash; none
+    // but the first wrote it (no row lock: no transaction id, no commit
+    // for every walsender of the cluster to wake up for).
+    for index in 0..tenants {
+        let locked: String = env
+            .tenant(index)
+            .await
+            .query_one(
+                "SELECT xmax::text FROM cdc_bridge.installation WHERE name = 'apply_token_sha256'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(locked, "0", "tenant {index}'s stored token hash was locked");
+    }
     drop(reader);
 }
 

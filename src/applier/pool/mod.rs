@@ -31,7 +31,7 @@ use crate::config::{Config, Dsn};
 use crate::model::{Envelope, TenantId, TenantRef};
 use crate::postgres::bridge_schema::{authorise_writes, ApplyKey};
 use crate::postgres::registry::Tenant;
-use crate::postgres::{connect, DbError};
+use crate::postgres::{connect, table_columns, DbError};
 use crate::runtime::metrics::metrics;
 use crate::source::tenant_rows::current_state;
 use counts::Counts;
@@ -294,7 +294,10 @@ impl Lease {
         }
         if self.db.is_none() {
             let shared = &self.pool.shared;
+            let started = std::time::Instant::now();
             let db = open(&self.place, &shared.config, shared.key.as_ref()).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            metrics().batches.connection_open_seconds.observe(seconds);
             self.db = Some(db);
         }
         self.db
@@ -349,16 +352,47 @@ async fn open(place: &Place, config: &Config, key: Option<&ApplyKey>) -> Result<
             .await
             .map_err(|e| DbError::query(label, "prepare the apply preamble", e))
     };
-    // One round trip for both (a new connection per tenant database adds
-    // up when a batch reaches more databases than the caps hold open).
-    let ((), preamble) = futures::try_join!(authorise, prepare)?;
+    let tables = async {
+        match key {
+            Some(_) => Ok(read_tables(&client, config, place.target.side(), label).await),
+            None => Ok(HashMap::new()),
+        }
+    };
+    // One round trip for the three (a new connection per tenant database
+    // adds up when a batch reaches more databases than the caps hold open,
+    // each round trip waiting its turn on a busy server).
+    let ((), preamble, tables) = futures::try_join!(authorise, prepare, tables)?;
     Ok(TargetDb {
         label: label.clone(),
         client,
         preamble,
-        tables: HashMap::new(),
+        tables,
         target: place.target.clone(),
     })
+}
+
+/// The configured tables' columns on a connection that will write, read
+/// ahead of its first write. A table that cannot be read is left out: the
+/// first write into it reads it again and reports why.
+async fn read_tables(
+    client: &Client,
+    config: &Config,
+    side: crate::model::Side,
+    label: &str,
+) -> HashMap<String, TargetTable> {
+    let reads = config.tables.iter().map(|table| async move {
+        let name = table.on(side);
+        let columns = table_columns(client, label, name).await.ok()?;
+        Some((
+            table.name.clone(),
+            TargetTable::new(config, &table.name, name, columns),
+        ))
+    });
+    futures::future::join_all(reads)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// Label and DSN of a target database.

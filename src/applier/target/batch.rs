@@ -53,13 +53,14 @@ impl TargetTable {
             versions.push(change.version.as_str());
         }
         let keys: Vec<&Vec<Option<&str>>> = arrays[..key_names.len()].iter().collect();
-        let lock_rows = self.lock_many_rows_sql(&key_names)?;
-        let lock_rows = self.statement(client, lock_rows).await?;
+        let sql = [
+            self.lock_many_rows_sql(&key_names)?,
+            self.lock_many_keys_sql(),
+            self.upsert_many_sql(&names, key_names.len())?,
+        ];
+        let [lock_rows, key_locks, upsert] = self.statements(client, sql).await?;
         let logical = self.logical.clone();
-        let key_locks = self.statement(client, self.lock_many_keys_sql()).await?;
         let key_texts: Vec<&str> = row_keys.iter().map(String::as_str).collect();
-        let upsert = self.upsert_many_sql(&names, key_names.len())?;
-        let upsert = self.statement(client, upsert).await?;
         let all: Vec<&Vec<Option<&str>>> = arrays.iter().collect();
         let extra: [&(dyn ToSql + Sync); 4] = [&sides, &versions, &key_texts, &logical];
         // One round trip; the server runs them in order, so the write's
@@ -163,12 +164,27 @@ impl TargetTable {
         client: &C,
         sql: String,
     ) -> Result<tokio_postgres::Statement, TargetError> {
-        if let Some(statement) = self.statements.get(&sql) {
-            return Ok(statement.clone());
-        }
-        let statement = client.prepare(&sql).await?;
-        self.statements.insert(sql, statement.clone());
+        let [statement] = self.statements(client, [sql]).await?;
         Ok(statement)
+    }
+
+    /// Each of `sql` prepared on this connection (once), those not yet
+    /// prepared in one round trip: a new connection's first write would
+    /// otherwise wait for one per statement.
+    pub(super) async fn statements<C: GenericClient, const N: usize>(
+        &mut self,
+        client: &C,
+        sql: [String; N],
+    ) -> Result<[tokio_postgres::Statement; N], TargetError> {
+        let missing: Vec<&String> = sql
+            .iter()
+            .filter(|s| !self.statements.contains_key(*s))
+            .collect();
+        let prepared = futures::future::try_join_all(missing.iter().map(|s| client.prepare(s)));
+        for (text, statement) in missing.iter().zip(prepared.await?) {
+            self.statements.insert((*text).clone(), statement);
+        }
+        Ok(sql.map(|s| self.statements[&s].clone()))
     }
 }
 

@@ -238,12 +238,12 @@ impl TargetTable {
             Some(logical.as_str()),
             Some(row_key.as_str()),
         ]);
-        let sql = self.upsert_sql(&names, change.key.len())?;
-        let upsert = self.statement(client, sql).await?;
-        let row_lock = self
-            .statement(client, self.row_lock_sql(&change.key)?)
-            .await?;
-        let key_lock = self.statement(client, self.key_lock.clone()).await?;
+        let sql = [
+            self.upsert_sql(&names, change.key.len())?,
+            self.row_lock_sql(&change.key)?,
+            self.key_lock.clone(),
+        ];
+        let [upsert, row_lock, key_lock] = self.statements(client, sql).await?;
         let key_values: Vec<Option<&str>> = change.key.iter().map(|(_, v)| v.as_deref()).collect();
         let key_lock_values = [Some(logical.as_str()), Some(row_key.as_str())];
         // Both locks and the write in one round trip: the server still runs
