@@ -19,8 +19,13 @@ use common::fleet::Fleet;
 use serde_json::json;
 
 const FLEETS: &[u32] = &[10, 100, 250, 500];
-/// Changes per tenant in the burst.
+/// Changes per tenant in one round of the burst.
 const CHANGES: u32 = 20;
+/// Fewest changes over all rounds of the burst.
+const MIN_CHANGES: u32 = 5_000;
+/// Wait after the first sync before idle CPU is read, and how long it is read.
+const IDLE_SETTLE: Duration = Duration::from_secs(10);
+const IDLE_WINDOW: Duration = Duration::from_secs(30);
 
 /// User and system CPU seconds of process `pid` so far.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -67,20 +72,9 @@ fn postgres_cpu_seconds() -> f64 {
         .sum()
 }
 
-async fn one_fleet(tenants: u32) -> serde_json::Value {
-    let prefix = format!("bench_scale_{}_{tenants}", std::process::id());
-    let created = Instant::now();
-    let mut fleet = Fleet::create(&prefix, tenants, "").await;
-    let setup_seconds = created.elapsed().as_secs_f64();
-    let in_sync = fleet.start().await;
-    let pid = fleet.pid().unwrap();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let idle_from = cpu_seconds(pid);
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let idle_cpu = (cpu_seconds(pid) - idle_from) / 10.0;
-
-    let (bridge_from, postgres_from) = (cpu_seconds(pid), postgres_cpu_seconds());
-    let burst = Instant::now();
+/// Every tenant makes `CHANGES` changes (each tenant on its connection,
+/// all at once); returns once every tenant's last one is on the landlord.
+async fn burst_round(fleet: &Fleet, tenants: u32, round: u32) {
     let mut writers = Vec::new();
     for t in 1..=tenants {
         let client = fleet.tenant(t).await;
@@ -89,7 +83,7 @@ async fn one_fleet(tenants: u32) -> serde_json::Value {
                 client
                     .execute(
                         "UPDATE tenant_brandings SET primary_color = $1 WHERE id = 1",
-                        &[&format!("#c{n:05x}")],
+                        &[&format!("#{round:02x}{n:04x}")],
                     )
                     .await
                     .unwrap();
@@ -99,7 +93,7 @@ async fn one_fleet(tenants: u32) -> serde_json::Value {
     for writer in writers {
         writer.await.unwrap();
     }
-    let newest = format!("#c{:05x}", CHANGES - 1);
+    let newest = format!("#{round:02x}{:04x}", CHANGES - 1);
     let landlord = fleet.landlord().await;
     let deadline = Instant::now() + Duration::from_secs(300);
     while landlord
@@ -111,14 +105,45 @@ async fn one_fleet(tenants: u32) -> serde_json::Value {
         .unwrap()
         .get::<_, i64>(0)
         < i64::from(tenants)
-        && Instant::now() < deadline
     {
+        assert!(
+            Instant::now() < deadline,
+            "round {round} did not land in 5 minutes"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn one_fleet(tenants: u32) -> serde_json::Value {
+    let prefix = format!("bench_scale_{}_{tenants}", std::process::id());
+    let created = Instant::now();
+    let mut fleet = Fleet::create(&prefix, tenants, "").await;
+    let setup_seconds = created.elapsed().as_secs_f64();
+    let in_sync = fleet.start().await;
+    let pid = fleet.pid().unwrap();
+    // Idle is the steady state: the first sync's tail (snapshots being
+    // confirmed, the start-up reconcile) is over after a few seconds.
+    tokio::time::sleep(IDLE_SETTLE).await;
+    let idle_from = cpu_seconds(pid);
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let idle_cpu = (cpu_seconds(pid) - idle_from) / IDLE_WINDOW.as_secs_f64();
+
+    // Rounds of the burst until enough changes were made for the CPU
+    // readings (10 ms ticks) to mean something on a small fleet; each
+    // round waits until every tenant's newest change landed, so the work
+    // has the same shape whatever the fleet's size.
+    let rounds = MIN_CHANGES.div_ceil(tenants * CHANGES).max(1);
+    let (bridge_from, postgres_from) = (cpu_seconds(pid), postgres_cpu_seconds());
+    let burst = Instant::now();
+    for round in 0..rounds {
+        burst_round(&fleet, tenants, round).await;
+    }
     let burst_seconds = burst.elapsed().as_secs_f64();
-    let changes = f64::from(tenants * CHANGES);
+    let changes = f64::from(tenants * CHANGES * rounds);
     let bridge_cpu = cpu_seconds(pid) - bridge_from;
     let postgres_cpu = postgres_cpu_seconds() - postgres_from;
+    // What the bridge spends anyway (idle) is not the changes' cost.
+    let above_idle = (bridge_cpu - idle_cpu * burst_seconds).max(0.0);
     let rss = peak_rss_mib(pid);
     fleet.finish().await;
     json!({
@@ -128,8 +153,10 @@ async fn one_fleet(tenants: u32) -> serde_json::Value {
         "peak_rss_mib": rss,
         "idle_cpu_share_of_a_core": idle_cpu,
         "burst_changes": changes,
+        "burst_rounds": rounds,
         "burst_seconds": burst_seconds,
         "bridge_cpu_us_per_change": bridge_cpu / changes * 1e6,
+        "bridge_cpu_above_idle_us_per_change": above_idle / changes * 1e6,
         "postgres_cpu_us_per_change": postgres_cpu / changes * 1e6,
     })
 }
@@ -152,14 +179,15 @@ async fn main() {
         println!("scale: {point}");
         curve.push(point);
     }
-    let base = curve[0]["bridge_cpu_us_per_change"]
-        .as_f64()
-        .unwrap_or(f64::NAN);
-    for point in &mut curve {
-        let cost = point["bridge_cpu_us_per_change"]
-            .as_f64()
-            .unwrap_or(f64::NAN);
-        point["cost_ratio_to_smallest_fleet"] = json!(cost / base);
+    for field in [
+        "bridge_cpu_us_per_change",
+        "bridge_cpu_above_idle_us_per_change",
+    ] {
+        let base = curve[0][field].as_f64().unwrap_or(f64::NAN);
+        for point in &mut curve {
+            let cost = point[field].as_f64().unwrap_or(f64::NAN);
+            point[format!("{field}_ratio_to_smallest_fleet")] = json!(cost / base);
+        }
     }
     common::write_results("scale", json!({ "benchmark": "scale", "curve": curve }));
 }

@@ -47,6 +47,8 @@ def cost_vs_tenants(data):
     tenants = [p["tenants"] for p in curve]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(tenants, [p["bridge_cpu_us_per_change"] for p in curve], "o-", label="bridge")
+    if all("bridge_cpu_above_idle_us_per_change" in p for p in curve):
+        ax.plot(tenants, [p["bridge_cpu_above_idle_us_per_change"] for p in curve], "o:", label="bridge, above idle")
     ax.plot(tenants, [p["postgres_cpu_us_per_change"] for p in curve], "s--", label="PostgreSQL")
     ax.set_xlabel("tenant databases in one process")
     ax.set_ylabel("CPU µs per change")

@@ -1,9 +1,9 @@
-//! Large groups of upserts (a replay, a repair of many tenants) written
-//! many rows per statement instead of one: the newest change of each row
-//! only (the older ones could only lose to it), then a few thousand rows
-//! per transaction with `TargetTable::apply_many`. A chunk the target
-//! refuses as a whole is written again one change at a time (`writer`),
-//! which finds the change at fault. Not used by the live consume loop.
+//! Every upsert-only group (a batch's share of one target, a replay, a
+//! repair) written many rows per statement: the newest change of each row
+//! only (the older ones could only lose to it), then up to a few thousand
+//! rows per transaction with `TargetTable::prepare_many`, each transaction
+//! sent in one round trip. A chunk the target refuses as a whole is written
+//! again one change at a time (`writer`), which finds the change at fault.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,8 +11,8 @@ use super::pool::{TargetDb, TargetPool};
 use super::routing::{data_columns_only, Target};
 use super::target::{Change, TargetError};
 use super::writer::{
-    apply_on, load_target_table, note_source_only_columns, observe_latency, publish_synced, routed,
-    GroupResult,
+    apply_in_one_round_trip, apply_on, load_target_table, note_source_only_columns,
+    observe_latency, publish_synced, routed, GroupResult,
 };
 use super::ApplierError;
 use crate::config::Config;
@@ -21,9 +21,6 @@ use crate::model::{Envelope, Op, TenantId};
 use crate::postgres::bridge_schema::ApplyKey;
 use crate::postgres::registry::Tenant;
 use crate::runtime::metrics::{count_events, EventOutcome};
-
-/// Smaller groups go the usual way.
-const MIN_GROUP: usize = 2;
 
 /// Rows per statement and transaction: large enough to spread the round
 /// trips, small enough that the row locks are held for milliseconds.
@@ -54,9 +51,9 @@ pub(super) async fn apply_group(
 
 /// Applies one target's share of a batch: a row changed several times in
 /// it is written once, at its newest version (the conflict rule would
-/// make the older ones stale anyway); large groups go many rows per
-/// statement. Groups with a delete, and a column that appeared, take the
-/// usual path of one change at a time.
+/// make the older ones stale anyway), many rows per statement, each
+/// transaction in one round trip. Groups with a delete, and a column that
+/// appeared, take the usual path of one change at a time.
 pub(super) async fn apply_newest(
     db: &mut TargetDb,
     config: &Config,
@@ -67,17 +64,7 @@ pub(super) async fn apply_newest(
     if envelopes.iter().any(|e| e.op == Op::Delete) {
         return apply_on(db, config, registry, (target, key), envelopes).await;
     }
-    if envelopes.len() >= MIN_GROUP {
-        return bulk_on(db, config, registry, (target, key), envelopes).await;
-    }
-    let (newest, superseded) = newest_per_row(envelopes);
-    let chosen: Vec<&Envelope> = newest.iter().map(|(_, e)| *e).collect();
-    let mut result = apply_on(db, config, registry, (target, key), &chosen).await?;
-    let rejected = std::mem::take(&mut result.rejected).into_iter();
-    result.rejected = rejected.map(|(i, reason)| (newest[i].0, reason)).collect();
-    result.stale += superseded;
-    count_events(EventOutcome::Stale, superseded);
-    Ok(result)
+    bulk_on(db, config, registry, (target, key), envelopes).await
 }
 
 async fn bulk_on(
@@ -222,7 +209,8 @@ fn chunks(changes: &[Prepared]) -> Vec<Vec<&Prepared>> {
         .collect()
 }
 
-/// One transaction: the apply marker, then the chunk in three statements.
+/// One transaction, in one round trip: the apply marker, then the chunk
+/// in three statements (prepared first, on a new connection).
 async fn write_chunk(
     db: &mut TargetDb,
     key: &crate::postgres::bridge_schema::ApplyKey,
@@ -231,11 +219,11 @@ async fn write_chunk(
     let Some(table) = db.tables.get_mut(&chunk[0].table) else {
         return Ok(0);
     };
-    let tx = super::writer::begin_apply((&mut db.client, &db.preamble), key).await?;
     let changes: Vec<&Change> = chunk.iter().map(|p| &p.change).collect();
-    let applied = table.apply_many(&tx, &changes).await?;
-    tx.commit().await?;
-    Ok(applied)
+    let Some(upserts) = table.prepare_many(&db.client, &changes).await? else {
+        return Ok(0);
+    };
+    apply_in_one_round_trip((&db.client, &db.preamble), key, upserts.send(&db.client)).await
 }
 
 #[cfg(test)]

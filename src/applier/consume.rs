@@ -24,25 +24,24 @@ impl Applier {
                 Err(_) => return Ok(Vec::new()),
             }
         };
-        let mut batch = vec![first];
-        let limit = self.config.applier.batch_size;
+        let mut batch = BatchFill::new(&self.config.applier, first);
         // Whatever arrived meanwhile joins at once: under load batches grow
         // by themselves while the previous one is applied, without waiting.
-        while batch.len() < limit {
+        while batch.has_room() {
             match self.consumer.recv().now_or_never() {
                 Some(Ok(message)) => batch.push(message.detach()),
                 Some(Err(_)) | None => break,
             }
         }
         let deadline = tokio::time::Instant::now() + self.config.applier.batch_wait;
-        while batch.len() < limit {
+        while batch.has_room() {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
                 Ok(Ok(message)) => batch.push(message.detach()),
                 // What was received so far is applied; the error shows again.
                 Ok(Err(_)) | Err(_) => break,
             }
         }
-        Ok(batch)
+        Ok(batch.messages)
     }
 
     /// Notes, per partition, the offset after the batch's last message,
@@ -113,6 +112,38 @@ impl Applier {
     }
 }
 
+/// A batch being filled, within `applier.batch_size` messages and
+/// `applier.batch_max_bytes` (the first message always joins).
+struct BatchFill {
+    messages: Vec<OwnedMessage>,
+    bytes: usize,
+    max_messages: usize,
+    max_bytes: usize,
+}
+
+impl BatchFill {
+    fn new(config: &crate::config::ApplierConfig, first: OwnedMessage) -> Self {
+        let mut fill = BatchFill {
+            messages: Vec::new(),
+            bytes: 0,
+            max_messages: config.batch_size,
+            max_bytes: config.batch_max_bytes,
+        };
+        fill.push(first);
+        fill
+    }
+
+    fn push(&mut self, message: OwnedMessage) {
+        self.bytes +=
+            message.payload().map_or(0, <[u8]>::len) + message.key().map_or(0, <[u8]>::len);
+        self.messages.push(message);
+    }
+
+    fn has_room(&self) -> bool {
+        self.messages.len() < self.max_messages && self.bytes < self.max_bytes
+    }
+}
+
 /// How often the applier commits its offsets at most.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -138,3 +169,59 @@ async fn consumer_trouble(error: rdkafka::error::KafkaError) {
 
 /// See `consumer_trouble`.
 const CONSUMER_ERROR_PAUSE: Duration = Duration::from_millis(10);
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::message::OwnedHeaders;
+    use rdkafka::Timestamp;
+
+    use super::*;
+    use crate::config::ApplierConfig;
+
+    fn message(bytes: usize) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(vec![b'x'; bytes]),
+            Some(b"1".to_vec()),
+            "changes".into(),
+            Timestamp::NotAvailable,
+            0,
+            0,
+            Some(OwnedHeaders::new()),
+        )
+    }
+
+    fn limits(batch_size: usize, batch_max_bytes: usize) -> ApplierConfig {
+        ApplierConfig {
+            batch_size,
+            batch_max_bytes,
+            ..ApplierConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_batch_stops_growing_at_its_message_count() {
+        let mut fill = BatchFill::new(&limits(3, 1 << 20), message(10));
+        fill.push(message(10));
+        assert!(fill.has_room());
+        fill.push(message(10));
+        assert!(!fill.has_room());
+    }
+
+    #[test]
+    fn a_batch_stops_growing_once_its_messages_hold_the_byte_bound() {
+        let mut fill = BatchFill::new(&limits(5_000, 1_000), message(599));
+        assert!(fill.has_room(), "600 bytes of 1,000");
+        fill.push(message(399));
+        assert!(
+            !fill.has_room(),
+            "key and payload bytes count: 1,000 of 1,000"
+        );
+    }
+
+    #[test]
+    fn a_message_larger_than_the_byte_bound_still_makes_a_batch_of_its_own() {
+        let fill = BatchFill::new(&limits(5_000, 100), message(10_000));
+        assert_eq!(fill.messages.len(), 1);
+        assert!(!fill.has_room());
+    }
+}

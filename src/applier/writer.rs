@@ -68,6 +68,36 @@ pub(super) async fn begin_apply<'c>(
     Ok(tx)
 }
 
+/// An apply transaction sent whole: BEGIN, the preamble, `work` and COMMIT
+/// go out together and come back in one round trip, where awaiting each
+/// would wait its turn on a busy server four times. `work` must put all its
+/// requests on the wire when first polled (prepared statements only):
+/// requests run in the order they are first polled. A statement that fails
+/// aborts the transaction, so the server turns the COMMIT into a rollback;
+/// the first error in order is returned. Dropped half-way, the transaction
+/// still ends on the server as a whole, committed or not.
+pub(super) async fn apply_in_one_round_trip<T>(
+    (client, preamble): (&tokio_postgres::Client, &tokio_postgres::Statement),
+    key: &ApplyKey,
+    work: impl std::future::Future<Output = Result<T, TargetError>>,
+) -> Result<T, TargetError> {
+    let lock_timeout = format!("{}ms", LOCK_TIMEOUT.as_millis());
+    let token = key.token();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&token, &APPLY_MARKER_PREFIX, &key.marker, &lock_timeout];
+    let (begun, marked, done, committed) = futures::join!(
+        client.batch_execute("BEGIN"),
+        client.execute(preamble, &params),
+        work,
+        client.batch_execute("COMMIT"),
+    );
+    begun?;
+    marked?;
+    let done = done?;
+    committed?;
+    Ok(done)
+}
+
 /// What applying a group produced.
 #[derive(Default)]
 pub(super) struct GroupResult {

@@ -298,9 +298,16 @@ impl Default for ReplicationConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApplierConfig {
-    /// Most Kafka messages applied in one target transaction.
+    /// Most Kafka messages in one batch. Under load batches grow while the
+    /// previous one is applied; a large bound lets the applier catch up
+    /// (a tenant database written once per batch, whatever the number of
+    /// its changes in it) where a small one would fall further behind.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// A batch stops growing once its messages hold this many bytes (the
+    /// memory bound when rows are large).
+    #[serde(default = "default_batch_max_bytes")]
+    pub batch_max_bytes: usize,
     /// How long a batch waits for more messages after taking those that
     /// had arrived, in milliseconds.
     #[serde(
@@ -341,7 +348,10 @@ pub struct ApplierConfig {
 }
 
 fn default_batch_size() -> usize {
-    500
+    5_000
+}
+fn default_batch_max_bytes() -> usize {
+    16 * 1024 * 1024
 }
 fn default_batch_wait() -> Duration {
     // Messages that arrived while the last batch was applied join the next
@@ -368,6 +378,7 @@ impl Default for ApplierConfig {
     fn default() -> Self {
         ApplierConfig {
             batch_size: default_batch_size(),
+            batch_max_bytes: default_batch_max_bytes(),
             batch_wait: default_batch_wait(),
             idle_connection: default_idle_connection(),
             target_timeout: default_target_timeout(),

@@ -85,6 +85,12 @@ impl Config {
         if self.applier.batch_size == 0 {
             return Err(invalid("applier.batch_size", "must be at least 1"));
         }
+        if self.applier.batch_max_bytes == 0 {
+            return Err(invalid(
+                "applier.batch_max_bytes",
+                "must be at least 1 (a batch always takes its first message, however large)",
+            ));
+        }
         if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err()
         {
             return Err(invalid(

@@ -30,6 +30,12 @@ async fn a_kafka_outage_degrades_health_confirms_nothing_new_and_catches_up() {
         (landlord_color(&env, 0).await.as_deref() == Some("#4fffff")).then_some(())
     })
     .await;
+    // The start-up reconcile may have carried that change too (it reads the
+    // tenant's rows, not the topic): a batch proves the consumer got
+    // messages from Kafka, so it had joined its group before the outage.
+    bridge
+        .wait_metric("cdc_applier_batch_size_count", |batches| batches >= 1.0)
+        .await;
     eventually("healthy", || async {
         http_request(port, "GET", "/health", None, "")
             .await

@@ -1,5 +1,5 @@
-//! Many upserts of one table in three statements, for large groups
-//! (replay, repair): the same rule and the same lock order as one change
+//! Upserts of one table in three statements, however many rows (the live
+//! applier, replay, repair): the same rule and the same lock order as one change
 //! at a time (every row lock, then every key lock, then the write, whose
 //! snapshot is taken after both), with the values as one text array per
 //! column.
@@ -19,15 +19,16 @@ use super::{row_key_json, Change, TargetError, TargetTable};
 use crate::postgres::quote_ident;
 
 impl TargetTable {
-    /// Applies upserts `changes` (distinct keys, same column names);
-    /// returns how many were written (the rest were stale).
-    pub async fn apply_many<C: GenericClient>(
+    /// The statements of `changes`' upserts prepared on this connection
+    /// (only those not prepared yet cost a round trip), with their values
+    /// as one array per column; `None` when there is nothing to write.
+    pub async fn prepare_many<'c, C: GenericClient>(
         &mut self,
         client: &C,
-        changes: &[&Change],
-    ) -> Result<u64, TargetError> {
+        changes: &[&'c Change],
+    ) -> Result<Option<ManyUpserts<'c>>, TargetError> {
         let Some(first) = changes.first() else {
-            return Ok(0);
+            return Ok(None);
         };
         let key_names: Vec<&str> = first.key.iter().map(|(n, _)| n.as_str()).collect();
         let names: Vec<&str> = first
@@ -41,7 +42,6 @@ impl TargetTable {
             .collect();
         let mut sides = Vec::with_capacity(changes.len());
         let mut versions = Vec::with_capacity(changes.len());
-        let row_keys: Vec<String> = changes.iter().map(|c| row_key_json(&c.key)).collect();
         for change in changes {
             for (array, (_, value)) in arrays
                 .iter_mut()
@@ -52,27 +52,20 @@ impl TargetTable {
             sides.push(change.side.as_str());
             versions.push(change.version.as_str());
         }
-        let keys: Vec<&Vec<Option<&str>>> = arrays[..key_names.len()].iter().collect();
         let sql = [
             self.lock_many_rows_sql(&key_names)?,
             self.lock_many_keys_sql(),
             self.upsert_many_sql(&names, key_names.len())?,
         ];
-        let [lock_rows, key_locks, upsert] = self.statements(client, sql).await?;
-        let logical = self.logical.clone();
-        let key_texts: Vec<&str> = row_keys.iter().map(String::as_str).collect();
-        let all: Vec<&Vec<Option<&str>>> = arrays.iter().collect();
-        let extra: [&(dyn ToSql + Sync); 4] = [&sides, &versions, &key_texts, &logical];
-        // One round trip; the server runs them in order, so the write's
-        // snapshot is taken after every lock is held.
-        let (lock_params, upsert_params) = (params(&keys, &[]), params(&all, &extra));
-        let key_lock_params: [&(dyn ToSql + Sync); 2] = [&logical, &key_texts];
-        let (_, _, written) = futures::try_join!(
-            client.execute(&lock_rows, &lock_params),
-            client.execute(&key_locks, &key_lock_params),
-            client.execute(&upsert, &upsert_params),
-        )?;
-        Ok(written)
+        Ok(Some(ManyUpserts {
+            statements: self.statements(client, sql).await?,
+            key_columns: key_names.len(),
+            arrays,
+            sides,
+            versions,
+            row_keys: changes.iter().map(|c| row_key_json(&c.key)).collect(),
+            logical: self.logical.clone(),
+        }))
     }
 
     /// `c1, c2, …` casts of the unnested text columns to the target types.
@@ -185,6 +178,45 @@ impl TargetTable {
             self.statements.insert((*text).clone(), statement);
         }
         Ok(sql.map(|s| self.statements[&s].clone()))
+    }
+}
+
+/// Upserts of many rows ready to go: their statements are prepared, so
+/// `send` puts all three on the wire as soon as it is first polled and can
+/// share a round trip with the statements around it (`writer`).
+pub struct ManyUpserts<'c> {
+    /// Row locks, key locks, the write.
+    statements: [tokio_postgres::Statement; 3],
+    /// How many of `arrays` (the first ones) hold the key.
+    key_columns: usize,
+    /// One array per column: the key columns', then the data columns'.
+    arrays: Vec<Vec<Option<&'c str>>>,
+    sides: Vec<&'static str>,
+    versions: Vec<&'c str>,
+    /// Each row's key as the tombstones and key locks name it.
+    row_keys: Vec<String>,
+    logical: String,
+}
+
+impl ManyUpserts<'_> {
+    /// Sends the three statements at once; returns how many rows were
+    /// written (the rest were stale). The server runs them in order, so
+    /// the write's snapshot is taken after every lock is held.
+    pub async fn send<C: GenericClient>(&self, client: &C) -> Result<u64, TargetError> {
+        let [lock_rows, key_locks, upsert] = &self.statements;
+        let keys: Vec<&Vec<Option<&str>>> = self.arrays[..self.key_columns].iter().collect();
+        let all: Vec<&Vec<Option<&str>>> = self.arrays.iter().collect();
+        let key_texts: Vec<&str> = self.row_keys.iter().map(String::as_str).collect();
+        let extra: [&(dyn ToSql + Sync); 4] =
+            [&self.sides, &self.versions, &key_texts, &self.logical];
+        let (lock_params, upsert_params) = (params(&keys, &[]), params(&all, &extra));
+        let key_lock_params: [&(dyn ToSql + Sync); 2] = [&self.logical, &key_texts];
+        let (_, _, written) = futures::try_join!(
+            client.execute(lock_rows, &lock_params),
+            client.execute(key_locks, &key_lock_params),
+            client.execute(upsert, &upsert_params),
+        )?;
+        Ok(written)
     }
 }
 
