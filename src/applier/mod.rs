@@ -33,13 +33,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::{Message, OwnedMessage};
 use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::kafka::dead_letter::{DeadLetterError, DeadLetters};
-use crate::kafka::{self, KafkaSetupError};
+use crate::kafka::KafkaSetupError;
 use crate::model::direction::{gate, Gate};
 use crate::model::{Envelope, TenantId};
 use crate::postgres::registry::{load_tenants, Tenant};
@@ -107,6 +107,8 @@ pub struct Applier {
     probes: HashMap<TenantId, tokio::task::JoinHandle<bool>>,
     /// Offsets of applied batches, committed without waiting (`consume`).
     offsets: consume::Offsets,
+    /// Whether the consumer fetches every partition it holds (`consume`).
+    stall: consume::StallCheck,
     /// The tenant states last saved to the landlord (see `reconcile`).
     saved_states: HashMap<TenantId, TenantState>,
 }
@@ -115,8 +117,8 @@ impl Applier {
     /// An applier writing through `pool` (which must hold the apply key;
     /// the periodic check shares it).
     pub fn new(config: Arc<Config>, pool: TargetPool) -> Result<Self, ApplierError> {
-        let consumer = kafka::consumer(&config.kafka)?;
-        consumer.subscribe(&[config.kafka.topic.as_str()])?;
+        let consumer = consume::subscribed_consumer(&config)?;
+        let stall = consume::StallCheck::new(&config.kafka);
         Ok(Applier {
             pool,
             dead_letters: DeadLetters::new(&config.kafka)?,
@@ -127,6 +129,7 @@ impl Applier {
             last_cleanup: None,
             probes: HashMap::new(),
             offsets: consume::Offsets::default(),
+            stall,
             saved_states: HashMap::new(),
         })
     }
@@ -143,6 +146,7 @@ impl Applier {
             if shutdown.is_triggered() {
                 break;
             }
+            self.check_for_stall().await?;
         }
         self.flush_offsets();
         info!("applier stopped cleanly");

@@ -42,6 +42,15 @@ impl GroupLag {
 
     /// Messages not yet consumed, by partition.
     pub fn read(&self) -> Result<BTreeMap<i32, i64>, KafkaSetupError> {
+        Ok(self
+            .positions()?
+            .into_iter()
+            .map(|(partition, p)| (partition, (p.end - p.read_up_to).max(0)))
+            .collect())
+    }
+
+    /// Where the group stands in each partition of the topic.
+    pub fn positions(&self) -> Result<BTreeMap<i32, Position>, KafkaSetupError> {
         let failed = |source| KafkaSetupError::Client {
             brokers: self.brokers.clone(),
             source,
@@ -60,9 +69,9 @@ impl GroupLag {
             .consumer
             .committed_offsets(partitions, TIMEOUT)
             .map_err(failed)?;
-        let mut lag = BTreeMap::new();
+        let mut positions = BTreeMap::new();
         for element in committed.elements() {
-            let (low, high) = self
+            let (low, end) = self
                 .consumer
                 .fetch_watermarks(&self.topic, element.partition(), TIMEOUT)
                 .map_err(failed)?;
@@ -70,8 +79,18 @@ impl GroupLag {
                 Offset::Offset(offset) => offset.max(low),
                 _ => low,
             };
-            lag.insert(element.partition(), (high - read_up_to).max(0));
+            positions.insert(element.partition(), Position { read_up_to, end });
         }
-        Ok(lag)
+        Ok(positions)
     }
+}
+
+/// A group's place in one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// The first offset the group has not committed (the partition's
+    /// start where it has committed nothing).
+    pub read_up_to: i64,
+    /// The partition's high watermark: the offset its next message gets.
+    pub end: i64,
 }

@@ -4,9 +4,10 @@
 mod client;
 pub(crate) mod dead_letter;
 pub(crate) mod delivery;
-pub(crate) mod lag;
+pub mod lag;
 pub(crate) mod progress;
 pub(crate) mod range;
+pub mod stall;
 mod topics;
 
 pub(crate) use client::{base_config, class_of_kafka, consumer};

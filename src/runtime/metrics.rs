@@ -36,6 +36,7 @@ pub const REPLICATION_LAG_SECONDS: &str = "cdc_replication_lag_seconds";
 pub const DEAD_LETTERS_WAITING: &str = "cdc_dead_letters_waiting";
 pub const ADMIN_ACTIONS: &str = "cdc_admin_actions_total";
 pub const BATCH_FAILURES: &str = "cdc_applier_batch_failures_total";
+pub const CONSUMER_RENEWALS: &str = "cdc_applier_consumer_renewals_total";
 
 /// What the applier did with a Kafka event (the `outcome` label of
 /// `cdc_applier_events_total`).
@@ -129,6 +130,9 @@ pub struct Metrics {
     pub admin_actions: IntCounterVec,
     /// Applier batches that failed and were retried.
     pub batch_failures: prometheus::IntCounter,
+    /// Applier consumers replaced because they held partitions they did
+    /// not fetch (`kafka::stall`).
+    pub consumer_renewals: prometheus::IntCounter,
 }
 
 /// The applier's batches (`applier::consume`, `applier::fanout`).
@@ -359,6 +363,10 @@ impl Metrics {
             batch_failures: r.counter(
                 BATCH_FAILURES,
                 "Applier batches that failed (retried with backoff)",
+            ),
+            consumer_renewals: r.counter(
+                CONSUMER_RENEWALS,
+                "Applier Kafka consumers replaced because partitions with messages waiting were not fetched",
             ),
             check: CheckMetrics::new(&r),
             batches: BatchMetrics::new(&r),

@@ -20,6 +20,7 @@ mod failures;
 mod http;
 mod instances;
 mod kafka_outage;
+mod kafka_stall;
 mod least_privilege;
 mod limits;
 mod monitoring;

@@ -29,7 +29,8 @@ pub(crate) struct TestTenant {
     pub(crate) database: String,
 }
 
-fn unique_prefix(test: &str) -> String {
+/// A name no other test run uses (databases, topics, groups).
+pub(crate) fn unique_prefix(test: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -39,7 +39,7 @@ pub(crate) use brandings::{
     landlord_color, log_writes, set_landlord_color, set_tenant_color, tenant_color, write_count,
 };
 pub(crate) use bridge::{bridge_command, http_request, sample, wait_streaming, Bridge};
-pub(crate) use env::{config_text, TestEnv};
+pub(crate) use env::{config_text, unique_prefix, TestEnv};
 pub(crate) use kafka::{kafka_brokers, Topic};
 pub(crate) use oracle::{keep_newest, Write, VERSION_MICROS};
 pub(crate) use postgres::{
