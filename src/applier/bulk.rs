@@ -23,8 +23,12 @@ use crate::postgres::registry::Tenant;
 use crate::runtime::metrics::{count_events, EventOutcome};
 
 /// Rows per statement and transaction: large enough to spread the round
-/// trips, small enough that the row locks are held for milliseconds.
-const CHUNK_ROWS: usize = 2_000;
+/// trips, small enough that taking the rows' locks stays short. A chunk's
+/// lock statements wait up to the lock timeout on each row an application
+/// transaction holds; the fewer rows, the less likely the time from its
+/// first lock to its last wait reaches `deadlock_timeout` (where the
+/// application, not the bridge, could be the deadlock's victim).
+const CHUNK_ROWS: usize = 500;
 
 /// One change ready to write, with its index in the group.
 struct Prepared {
@@ -223,7 +227,7 @@ async fn write_chunk(
     let Some(upserts) = table.prepare_many(&db.client, &changes).await? else {
         return Ok(0);
     };
-    apply_in_one_round_trip((&db.client, &db.preamble), key, upserts.send(&db.client)).await
+    apply_in_one_round_trip((&db.client, &db.preamble), key, &upserts).await
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! target transactions committed).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -12,22 +11,22 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::warn;
 
 use super::{Applier, ApplierError};
-use crate::config::{Config, KafkaConfig};
+use crate::config::Config;
 use crate::kafka;
-use crate::kafka::lag::{GroupLag, Position};
-use crate::kafka::stall::{StallWatch, Standing};
-use crate::runtime::metrics::metrics;
 
 impl Applier {
     /// The next messages; empty when none came within the refresh interval
     /// (so registry and direction changes are noticed on an idle topic).
-    pub(super) async fn next_batch(&self) -> Result<Vec<OwnedMessage>, ApplierError> {
+    pub(super) async fn next_batch(&mut self) -> Result<Vec<OwnedMessage>, ApplierError> {
         let idle = tokio::time::Instant::now() + self.config.tenants.rediscover_interval;
         let first = loop {
             match tokio::time::timeout_at(idle, self.consumer.recv()).await {
                 Ok(Ok(message)) => break message.detach(),
                 Ok(Err(error)) => consumer_trouble(error).await,
-                Err(_) => return Ok(Vec::new()),
+                Err(_) => {
+                    self.stall.drained();
+                    return Ok(Vec::new());
+                }
             }
         };
         let mut batch = BatchFill::new(&self.config.applier, first);
@@ -47,72 +46,10 @@ impl Applier {
                 Ok(Err(_)) | Err(_) => break,
             }
         }
+        if batch.has_room() {
+            self.stall.drained();
+        }
         Ok(batch.messages)
-    }
-
-    /// Every `STALL_CHECK_INTERVAL`: replaces the consumer when a partition
-    /// it holds had messages waiting at the same position at the last
-    /// check too (librdkafka left it without a fetcher, see
-    /// `kafka::stall`). The readings block on the broker, off the runtime.
-    pub(super) async fn check_for_stall(&mut self) -> Result<(), ApplierError> {
-        if self.stall.last.elapsed() < STALL_CHECK_INTERVAL {
-            return Ok(());
-        }
-        self.stall.last = Instant::now();
-        let Some(group) = self.stall.group.clone() else {
-            return Ok(());
-        };
-        let positions = match tokio::task::spawn_blocking(move || group.positions()).await {
-            Ok(Ok(positions)) => positions,
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "reading the applier's partitions failed; checked again later");
-                return Ok(());
-            }
-            Err(_) => return Ok(()),
-        };
-        let stalled = self.stall.watch.check(&self.standings(&positions));
-        if !stalled.is_empty() {
-            warn!(partitions = ?stalled, seconds = STALL_CHECK_INTERVAL.as_secs(), "the Kafka consumer holds partitions with messages waiting and fetched nothing from them between two checks; replacing it");
-            self.renew_consumer().await?;
-        }
-        Ok(())
-    }
-
-    /// The held partitions of the change topic: the first offset not
-    /// applied (committed, or applied and not yet committed) and the end.
-    fn standings(&self, positions: &BTreeMap<i32, Position>) -> Vec<Standing> {
-        let topic = self.config.kafka.topic.as_str();
-        let Ok(held) = self.consumer.assignment() else {
-            return Vec::new();
-        };
-        held.elements()
-            .iter()
-            .filter(|e| e.topic() == topic)
-            .filter_map(|e| {
-                let position = positions.get(&e.partition())?;
-                let key = (topic.to_string(), e.partition());
-                let applied = self.offsets.next.get(&key).copied().unwrap_or(0);
-                Some(Standing {
-                    next: position.read_up_to.max(applied),
-                    end: position.end,
-                    partition: key,
-                })
-            })
-            .collect()
-    }
-
-    /// A new consumer in place of the stalled one, which leaves the group
-    /// (what was applied is committed first, so little is delivered again).
-    async fn renew_consumer(&mut self) -> Result<(), ApplierError> {
-        self.flush_offsets();
-        let fresh = subscribed_consumer(&self.config)?;
-        let stalled = std::mem::replace(&mut self.consumer, fresh);
-        self.offsets.next.clear();
-        self.stall.watch.reset();
-        metrics().consumer_renewals.inc();
-        // Leaving the group waits on the broker.
-        let _ = tokio::task::spawn_blocking(move || drop(stalled)).await;
-        Ok(())
     }
 
     /// Notes, per partition, the offset after the batch's last message,
@@ -154,7 +91,7 @@ impl Applier {
         }
     }
 
-    fn send_offsets(&mut self, mode: CommitMode) -> Result<(), ApplierError> {
+    pub(super) fn send_offsets(&mut self, mode: CommitMode) -> Result<(), ApplierError> {
         // A partition that moved to another instance is that instance's to
         // commit: an offset noted here before the move would take the
         // group back (the broker does not check who owns a partition).
@@ -222,39 +159,13 @@ pub(super) fn subscribed_consumer(config: &Config) -> Result<StreamConsumer, App
     Ok(consumer)
 }
 
-/// How often the applier checks that it fetches every partition it holds.
-const STALL_CHECK_INTERVAL: Duration = Duration::from_secs(30);
-
-/// The watch for partitions held and not fetched (see `kafka::stall`).
-pub(super) struct StallCheck {
-    /// Reads the group's committed offsets and the partitions' ends
-    /// (`None` if it could not be made: the check is then off).
-    group: Option<Arc<GroupLag>>,
-    watch: StallWatch,
-    last: Instant,
-}
-
-impl StallCheck {
-    pub(super) fn new(config: &KafkaConfig) -> Self {
-        let group = GroupLag::new(config, &config.topic, &config.consumer_group)
-            .inspect_err(|error| warn!(%error, "cannot watch the applier's partitions for a stalled consumer"))
-            .ok()
-            .map(Arc::new);
-        StallCheck {
-            group,
-            watch: StallWatch::default(),
-            last: Instant::now(),
-        }
-    }
-}
-
 /// How often the applier commits its offsets at most.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The next offset to commit per partition, and when offsets last went out.
 #[derive(Default)]
 pub(super) struct Offsets {
-    next: BTreeMap<(String, i32), i64>,
+    pub(super) next: BTreeMap<(String, i32), i64>,
     /// Noted since the last commit.
     dirty: bool,
     sent: Option<Instant>,

@@ -25,6 +25,7 @@ mod fanout;
 mod pool;
 mod reconcile;
 mod routing;
+mod stall;
 mod target;
 mod tenants;
 mod writer;
@@ -108,7 +109,7 @@ pub struct Applier {
     /// Offsets of applied batches, committed without waiting (`consume`).
     offsets: consume::Offsets,
     /// Whether the consumer fetches every partition it holds (`consume`).
-    stall: consume::StallCheck,
+    stall: stall::StallCheck,
     /// The tenant states last saved to the landlord (see `reconcile`).
     saved_states: HashMap<TenantId, TenantState>,
 }
@@ -118,7 +119,7 @@ impl Applier {
     /// the periodic check shares it).
     pub fn new(config: Arc<Config>, pool: TargetPool) -> Result<Self, ApplierError> {
         let consumer = consume::subscribed_consumer(&config)?;
-        let stall = consume::StallCheck::new(&config.kafka);
+        let stall = stall::StallCheck::new(&config.kafka);
         Ok(Applier {
             pool,
             dead_letters: DeadLetters::new(&config.kafka)?,
@@ -146,7 +147,7 @@ impl Applier {
             if shutdown.is_triggered() {
                 break;
             }
-            self.check_for_stall().await?;
+            self.check_for_stall().await;
         }
         self.flush_offsets();
         info!("applier stopped cleanly");
@@ -170,6 +171,7 @@ impl Applier {
             let class = error.class();
             let wait = backoff.after(class);
             metrics().batch_failures.inc();
+            self.stall.start_afresh();
             self.failures
                 .failed("applying a batch", class, &error, wait);
             self.pool.clear();

@@ -16,7 +16,7 @@ use tracing::warn;
 
 use super::pool::TargetDb;
 use super::routing::{change_for, data_columns_only, Target};
-use super::target::{Change, Outcome, TargetError, TargetTable};
+use super::target::{Change, ManyUpserts, Outcome, TargetError, TargetTable};
 use super::ApplierError;
 use crate::config::{Config, TableConfig};
 use crate::model::conflict::parse_version;
@@ -68,34 +68,32 @@ pub(super) async fn begin_apply<'c>(
     Ok(tx)
 }
 
-/// An apply transaction sent whole: BEGIN, the preamble, `work` and COMMIT
-/// go out together and come back in one round trip, where awaiting each
-/// would wait its turn on a busy server four times. `work` must put all its
-/// requests on the wire when first polled (prepared statements only):
-/// requests run in the order they are first polled. A statement that fails
-/// aborts the transaction, so the server turns the COMMIT into a rollback;
-/// the first error in order is returned. Dropped half-way, the transaction
-/// still ends on the server as a whole, committed or not.
-pub(super) async fn apply_in_one_round_trip<T>(
+/// An apply transaction sent whole: BEGIN, the preamble, the upserts and
+/// COMMIT go out together and come back in one round trip, where awaiting
+/// each would wait its turn on a busy server four times. Requests run in
+/// the order their futures are first polled, and every one of these sends
+/// on its first poll (the upserts' statements are prepared beforehand).
+/// `try_join!` polls in that order and stops at the first error in it: a
+/// request that fails before it is sent keeps the later ones from being
+/// sent (no write without the marker or its locks; the open transaction
+/// dies with the connection, which an error keeps out of the pool), and a
+/// statement the server refuses aborts the transaction, so the COMMIT
+/// already sent rolls it back. Dropped half-way, the transaction still
+/// ends on the server as a whole, committed or not.
+pub(super) async fn apply_in_one_round_trip(
     (client, preamble): (&tokio_postgres::Client, &tokio_postgres::Statement),
     key: &ApplyKey,
-    work: impl std::future::Future<Output = Result<T, TargetError>>,
-) -> Result<T, TargetError> {
+    upserts: &ManyUpserts<'_>,
+) -> Result<u64, TargetError> {
     let lock_timeout = format!("{}ms", LOCK_TIMEOUT.as_millis());
     let token = key.token();
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
         [&token, &APPLY_MARKER_PREFIX, &key.marker, &lock_timeout];
-    let (begun, marked, done, committed) = futures::join!(
-        client.batch_execute("BEGIN"),
-        client.execute(preamble, &params),
-        work,
-        client.batch_execute("COMMIT"),
-    );
-    begun?;
-    marked?;
-    let done = done?;
-    committed?;
-    Ok(done)
+    let begin = async { Ok::<_, TargetError>(client.batch_execute("BEGIN").await?) };
+    let mark = async { Ok::<_, TargetError>(client.execute(preamble, &params).await?) };
+    let commit = async { Ok::<_, TargetError>(client.batch_execute("COMMIT").await?) };
+    let ((), _, written, ()) = futures::try_join!(begin, mark, upserts.send(client), commit)?;
+    Ok(written)
 }
 
 /// What applying a group produced.

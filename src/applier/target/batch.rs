@@ -211,6 +211,9 @@ impl ManyUpserts<'_> {
             [&self.sides, &self.versions, &key_texts, &self.logical];
         let (lock_params, upsert_params) = (params(&keys, &[]), params(&all, &extra));
         let key_lock_params: [&(dyn ToSql + Sync); 2] = [&self.logical, &key_texts];
+        // `try_join!` stops at the first error in this order: a statement
+        // that fails before it is sent keeps the write from being sent
+        // without its locks.
         let (_, _, written) = futures::try_join!(
             client.execute(lock_rows, &lock_params),
             client.execute(key_locks, &key_lock_params),

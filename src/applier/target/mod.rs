@@ -14,6 +14,8 @@
 
 mod batch;
 
+pub use batch::ManyUpserts;
+
 use std::collections::{BTreeMap, HashMap};
 
 use tokio_postgres::types::ToSql;
