@@ -58,6 +58,14 @@ impl Applier {
                 pending.push((target, items));
             }
         }
+        // Databases with an idle connection first: they are written at
+        // once, and the ones that need a new connection then close the
+        // least recently used idle ones, which are not this batch's. In
+        // batch order, when more databases are busy than the caps hold,
+        // each new connection would close one a later database of the same
+        // batch was about to use, and every batch would reconnect them all.
+        let registry = &self.tenants.registry;
+        pending.sort_by_key(|(target, _)| !self.pool.has_idle(target, registry));
         let written = self.write_side_by_side(pending).await;
         for done in written {
             self.settle(done).await?;

@@ -110,6 +110,12 @@ impl<C> Counts<C> {
         }
     }
 
+    /// Whether a connection to `identity` waits idle (a lease of it would
+    /// not open one, nor close another's).
+    pub(super) fn has_idle(&self, identity: &str) -> bool {
+        self.idle.iter().any(|idle| idle.identity == identity)
+    }
+
     pub(super) fn open(&self) -> usize {
         self.idle.len() + self.leased.values().sum::<usize>()
     }
@@ -155,6 +161,17 @@ mod tests {
     ) {
         counts.lease(identity, server).expect("room");
         counts.end_lease(identity, server, Some(name));
+    }
+
+    #[test]
+    fn only_a_connection_given_back_waits_idle() {
+        let mut counts = counts(4, 4);
+        assert!(!counts.has_idle("t|db1"));
+        let leased = counts.lease("t|db1", "a:1").expect("room");
+        assert!(!counts.has_idle("t|db1"), "leased, not idle");
+        counts.end_lease("t|db1", "a:1", leased.or(Some("c1")));
+        assert!(counts.has_idle("t|db1"));
+        assert!(!counts.has_idle("t|db2"));
     }
 
     #[test]

@@ -182,6 +182,12 @@ impl TargetPool {
         .await
     }
 
+    /// Whether a connection to `target` waits idle in the pool.
+    pub(super) fn has_idle(&self, target: &Target, registry: &HashMap<TenantId, Tenant>) -> bool {
+        self.place(target, registry)
+            .is_ok_and(|place| self.counts().has_idle(&place.identity))
+    }
+
     /// A connection to `target` if one is idle or fits the caps now.
     pub(super) fn try_lease(
         &self,
