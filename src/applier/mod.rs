@@ -96,7 +96,8 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 /// The applier's state across batches.
 pub struct Applier {
     config: Arc<Config>,
-    consumer: StreamConsumer,
+    /// Shared with the blocking reads of the stall check (`stall`).
+    consumer: Arc<StreamConsumer>,
     pool: TargetPool,
     tenants: Tenants,
     dead_letters: DeadLetters,
@@ -118,8 +119,7 @@ impl Applier {
     /// An applier writing through `pool` (which must hold the apply key;
     /// the periodic check shares it).
     pub fn new(config: Arc<Config>, pool: TargetPool) -> Result<Self, ApplierError> {
-        let consumer = consume::subscribed_consumer(&config)?;
-        let stall = stall::StallCheck::new(&config.kafka);
+        let consumer = Arc::new(consume::subscribed_consumer(&config)?);
         Ok(Applier {
             pool,
             dead_letters: DeadLetters::new(&config.kafka)?,
@@ -130,7 +130,7 @@ impl Applier {
             last_cleanup: None,
             probes: HashMap::new(),
             offsets: consume::Offsets::default(),
-            stall,
+            stall: stall::StallCheck::default(),
             saved_states: HashMap::new(),
         })
     }

@@ -1,8 +1,9 @@
 //! Whether the applier's consumer fetches every partition it holds (see
 //! `kafka::stall` for why it may not). Every `CHECK_INTERVAL`, between
-//! batches, the group's committed offsets and the partitions' ends are
-//! read off the runtime; a held partition with messages waiting at the
-//! same position at two checks in a row gets the consumer replaced.
+//! batches, the consumer itself reads its group's committed offsets and
+//! the held partitions' ends, off the runtime; a held partition with
+//! messages waiting at the same position at two checks in a row gets the
+//! consumer replaced.
 //!
 //! A check counts only when the consumer had nothing more to give since
 //! the last one (a batch ended with room, or the topic was idle): a busy
@@ -15,12 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::TopicPartitionList;
 use tracing::{debug, warn};
 
 use super::consume::subscribed_consumer;
 use super::Applier;
-use crate::config::KafkaConfig;
-use crate::kafka::lag::{GroupLag, Position};
+use crate::kafka::lag::{positions_in, Position};
 use crate::kafka::stall::{StallWatch, Standing};
 use crate::runtime::metrics::metrics;
 
@@ -31,33 +32,17 @@ const CHECK_INTERVAL: Duration = Duration::from_secs(30);
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The watch for partitions held and not fetched.
+#[derive(Default)]
 pub(super) struct StallCheck {
-    /// Reads the group's committed offsets and the partitions' ends
-    /// (`None` if it could not be made: the check is then off).
-    group: Option<Arc<GroupLag>>,
     watch: StallWatch,
     /// When the last check ran, and when the watch last took a reading.
-    last_check: Instant,
+    last_check: Option<Instant>,
     last_reading: Option<Instant>,
     /// The consumer had nothing more to give at some point since then.
     drained: bool,
 }
 
 impl StallCheck {
-    pub(super) fn new(config: &KafkaConfig) -> Self {
-        let group = GroupLag::new(config, &config.topic, &config.consumer_group)
-            .inspect_err(|error| warn!(%error, "cannot watch the applier's partitions for a stalled consumer"))
-            .ok()
-            .map(Arc::new);
-        StallCheck {
-            group,
-            watch: StallWatch::default(),
-            last_check: Instant::now(),
-            last_reading: None,
-            drained: false,
-        }
-    }
-
     /// The consumer's local queue was empty when a batch was taken.
     pub(super) fn drained(&mut self) {
         self.drained = true;
@@ -69,31 +54,47 @@ impl StallCheck {
         self.last_reading = None;
     }
 
-    /// Whether a check is due now, and with which reader.
-    fn due(&mut self) -> Option<Arc<GroupLag>> {
-        if self.last_check.elapsed() < CHECK_INTERVAL {
-            return None;
+    /// Whether a check is due now (and the readings so far still count).
+    fn due(&mut self) -> bool {
+        let now = Instant::now();
+        let last = *self.last_check.get_or_insert(now);
+        if now - last < CHECK_INTERVAL {
+            return false;
         }
-        self.last_check = Instant::now();
-        if !std::mem::take(&mut self.drained)
-            || self
-                .last_reading
-                .is_some_and(|at| at.elapsed() > 2 * CHECK_INTERVAL)
-        {
+        self.last_check = Some(now);
+        let drained = std::mem::take(&mut self.drained);
+        if !comparable(drained, self.last_reading.map(|at| at.elapsed())) {
             self.start_afresh();
         }
-        self.group.clone()
+        true
     }
+}
+
+/// Whether the last reading may be set against the next one: the consumer
+/// drained its queue in between, and the reading is recent.
+fn comparable(drained: bool, last_reading_age: Option<Duration>) -> bool {
+    drained && last_reading_age.is_none_or(|age| age <= 2 * CHECK_INTERVAL)
 }
 
 impl Applier {
     /// Replaces the consumer when a partition it holds had messages waiting
     /// at the same position at the last check too (see the module doc).
     pub(super) async fn check_for_stall(&mut self) {
-        let Some(group) = self.stall.due() else {
+        if !self.stall.due() {
             return;
-        };
-        let reading = tokio::task::spawn_blocking(move || group.positions());
+        }
+        let topic = self.config.kafka.topic.clone();
+        let mut held = TopicPartitionList::new();
+        for element in self.consumer.assignment().unwrap_or_default().elements() {
+            if element.topic() == topic {
+                held.add_partition(&topic, element.partition());
+            }
+        }
+        if held.count() == 0 {
+            return;
+        }
+        let consumer = Arc::clone(&self.consumer);
+        let reading = tokio::task::spawn_blocking(move || positions_in(&*consumer, &topic, held));
         let positions = match tokio::time::timeout(READ_TIMEOUT, reading).await {
             Ok(Ok(Ok(positions))) => positions,
             Ok(Ok(Err(error))) => {
@@ -114,25 +115,20 @@ impl Applier {
         }
     }
 
-    /// The held partitions of the change topic: the first offset not
-    /// applied (committed, or applied and not yet committed) and the end.
+    /// The held partitions read: the first offset not applied (committed,
+    /// or applied and not yet committed) and the end.
     fn standings(&self, positions: &BTreeMap<i32, Position>) -> Vec<Standing> {
-        let topic = self.config.kafka.topic.as_str();
-        let Ok(held) = self.consumer.assignment() else {
-            return Vec::new();
-        };
-        held.elements()
+        let topic = &self.config.kafka.topic;
+        positions
             .iter()
-            .filter(|e| e.topic() == topic)
-            .filter_map(|e| {
-                let position = positions.get(&e.partition())?;
-                let key = (topic.to_string(), e.partition());
+            .map(|(&partition, position)| {
+                let key = (topic.clone(), partition);
                 let applied = self.offsets.next.get(&key).copied().unwrap_or(0);
-                Some(Standing {
+                Standing {
                     next: position.read_up_to.max(applied),
                     end: position.end,
                     partition: key,
-                })
+                }
             })
             .collect()
     }
@@ -152,10 +148,38 @@ impl Applier {
         if let Err(error) = self.send_offsets(CommitMode::Async) {
             debug!(%error, "committing offsets before replacing the consumer failed");
         }
-        let stalled = std::mem::replace(&mut self.consumer, fresh);
+        let stalled = std::mem::replace(&mut self.consumer, Arc::new(fresh));
         self.offsets.next.clear();
         self.stall.start_afresh();
         metrics().consumer_renewals.inc();
         tokio::task::spawn_blocking(move || drop(stalled));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readings_are_compared_only_across_a_drained_queue_and_a_recent_reading() {
+        let cases = [
+            (true, None, true),
+            (true, Some(CHECK_INTERVAL), true),
+            (true, Some(2 * CHECK_INTERVAL), true),
+            (
+                true,
+                Some(2 * CHECK_INTERVAL + Duration::from_secs(1)),
+                false,
+            ),
+            (false, Some(CHECK_INTERVAL), false),
+            (false, None, false),
+        ];
+        for (drained, age, expected) in cases {
+            assert_eq!(
+                comparable(drained, age),
+                expected,
+                "drained {drained}, age {age:?}"
+            );
+        }
     }
 }

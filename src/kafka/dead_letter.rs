@@ -4,6 +4,7 @@
 //! bytes, counted, and skipped, so it does not block its partition. After a
 //! fix, `cdc-bridge dead-letters redrive` sends them back to the change topic.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::kafka::Producer;
@@ -41,16 +42,31 @@ pub enum DeadLetterError {
 /// Writes dead letters (and waits until Kafka has them, so that skipping
 /// the original loses nothing).
 pub struct DeadLetters {
-    producer: Producer,
+    /// Made at the first dead letter: an idle producer is not free (its
+    /// polling thread wakes ten times a second, and spins through the last
+    /// millisecond of each wait), and most processes never need this one.
+    producer: OnceLock<Producer>,
+    config: KafkaConfig,
     topic: String,
 }
 
 impl DeadLetters {
+    /// The producer comes with the first dead letter (its settings are
+    /// those of the process's other Kafka clients, made at start).
     pub fn new(config: &KafkaConfig) -> Result<Self, DeadLetterError> {
         Ok(DeadLetters {
-            producer: kafka::producer(config)?,
+            producer: OnceLock::new(),
+            config: config.clone(),
             topic: config.dead_letter_topic(),
         })
+    }
+
+    fn producer(&self) -> Result<&Producer, DeadLetterError> {
+        if let Some(producer) = self.producer.get() {
+            return Ok(producer);
+        }
+        let producer = kafka::producer(&self.config)?;
+        Ok(self.producer.get_or_init(|| producer))
     }
 
     pub async fn send(&self, message: &OwnedMessage, reason: &str) -> Result<(), DeadLetterError> {
@@ -76,7 +92,7 @@ impl DeadLetters {
         if let Some(key) = message.key() {
             record = record.key(key);
         }
-        self.producer
+        self.producer()?
             .send(record, Duration::from_secs(0))
             .await
             .map_err(|(source, _)| DeadLetterError::Produce {

@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::client::{base_config, client_error};
@@ -65,24 +66,28 @@ impl GroupLag {
                 partitions.add_partition(&self.topic, partition.id());
             }
         }
-        let committed = self
-            .consumer
-            .committed_offsets(partitions, TIMEOUT)
-            .map_err(failed)?;
-        let mut positions = BTreeMap::new();
-        for element in committed.elements() {
-            let (low, end) = self
-                .consumer
-                .fetch_watermarks(&self.topic, element.partition(), TIMEOUT)
-                .map_err(failed)?;
-            let read_up_to = match element.offset() {
-                Offset::Offset(offset) => offset.max(low),
-                _ => low,
-            };
-            positions.insert(element.partition(), Position { read_up_to, end });
-        }
-        Ok(positions)
+        positions_in(&self.consumer, &self.topic, partitions).map_err(failed)
     }
+}
+
+/// Where `consumer`'s group stands in `partitions` (of `topic`): its
+/// committed offsets and the partitions' ends, from the broker.
+pub fn positions_in<X: ConsumerContext, C: Consumer<X>>(
+    consumer: &C,
+    topic: &str,
+    partitions: TopicPartitionList,
+) -> KafkaResult<BTreeMap<i32, Position>> {
+    let committed = consumer.committed_offsets(partitions, TIMEOUT)?;
+    let mut positions = BTreeMap::new();
+    for element in committed.elements() {
+        let (low, end) = consumer.fetch_watermarks(topic, element.partition(), TIMEOUT)?;
+        let read_up_to = match element.offset() {
+            Offset::Offset(offset) => offset.max(low),
+            _ => low,
+        };
+        positions.insert(element.partition(), Position { read_up_to, end });
+    }
+    Ok(positions)
 }
 
 /// A group's place in one partition.

@@ -5,7 +5,8 @@
 //!  XLogData  ─► pgoutput decode ─► changes ─► Delivery (Kafka, tracked)
 //!  keepalive ─► nothing in flight? confirm wal_end · reply at once when asked
 //!  Kafka ack ─► the tracker may move the confirmable LSN
-//!  tick      ─► standby status with the confirmable LSN
+//!  tick      ─► standby status with the confirmable LSN, when it moved or reading is
+//!               held back (else every 10 s)
 //! ```
 //! Reading stops while too many events wait for Kafka (memory stays bounded).
 
@@ -29,6 +30,12 @@ use crate::runtime::shutdown::Shutdown;
 /// after every acknowledgement).
 const PARKED_RETRY: Duration = Duration::from_millis(50);
 
+/// Longest time between two status updates that confirm the same position
+/// (an idle slot's reader would otherwise write one every tick; the server
+/// asks for one when it needs it sooner, and a reader that reads answers
+/// at once).
+const UNCHANGED_STATUS_INTERVAL: Duration = Duration::from_secs(10);
+
 /// How long a stopping reader waits for Kafka to acknowledge what it sent.
 const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -43,6 +50,8 @@ pub(crate) struct ChangeStream<'a> {
     changes: Changes<'a>,
     /// Latest WAL end the server told us about (for the lag metric).
     server_position: Lsn,
+    /// The position last confirmed to the server, and when.
+    last_status: Option<(Lsn, std::time::Instant)>,
     /// Stop once this position is confirmable (benchmark drains).
     pub(crate) stop_at: Option<Lsn>,
 }
@@ -69,6 +78,7 @@ impl<'a> ChangeStream<'a> {
             conn,
             delivery,
             server_position: start,
+            last_status: None,
             stop_at: None,
         }
     }
@@ -93,7 +103,9 @@ impl<'a> ChangeStream<'a> {
                 _ = retry.tick(), if self.delivery.is_parked() => self.delivery.retry_parked()?,
                 _ = tick.tick() => {
                     self.catalog.close_if_idle();
-                    self.report().await?
+                    // A reader that does not read cannot see the server ask
+                    // for a status: it sends one every tick instead.
+                    self.report(!may_read).await?
                 }
                 _ = shutdown.wait() => break,
             }
@@ -119,7 +131,7 @@ impl<'a> ChangeStream<'a> {
             }
         }
         self.count_acknowledged();
-        self.report().await?;
+        self.report(true).await?;
         self.conn.close().await;
         info!(database = %self.source.database, confirmed = %self.delivery.confirmable(), "reader stopped cleanly");
         Ok(())
@@ -144,7 +156,7 @@ impl<'a> ChangeStream<'a> {
                 self.server_position = self.server_position.max(wal_end);
                 self.delivery.tracker().idle_advance(wal_end);
                 if reply_requested {
-                    self.report().await?;
+                    self.report(true).await?;
                 }
                 Ok(())
             }
@@ -162,13 +174,22 @@ impl<'a> ChangeStream<'a> {
     }
 
     /// Sends a standby status update with the confirmable position (also the
-    /// periodic heartbeat, and the answer to a keepalive that asks).
-    async fn report(&mut self) -> Result<(), ReaderError> {
+    /// periodic heartbeat, and the answer to a keepalive that asks, which
+    /// `now` forces): at once when the position moved, else at most every
+    /// `UNCHANGED_STATUS_INTERVAL`. The lag metrics are refreshed each time.
+    async fn report(&mut self, now: bool) -> Result<(), ReaderError> {
         let confirmed = self.delivery.confirmable();
-        self.conn
-            .send_status(confirmed)
-            .await
-            .map_err(ReaderError::replication(&self.source.database))?;
+        let due = now
+            || self.last_status.is_none_or(|(sent, at)| {
+                sent != confirmed || at.elapsed() >= UNCHANGED_STATUS_INTERVAL
+            });
+        if due {
+            self.conn
+                .send_status(confirmed)
+                .await
+                .map_err(ReaderError::replication(&self.source.database))?;
+            self.last_status = Some((confirmed, std::time::Instant::now()));
+        }
         let m = metrics();
         m.confirmed_lsn
             .with_label_values(&[self.slot.as_str()])
