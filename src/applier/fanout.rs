@@ -18,6 +18,7 @@ use futures::stream::{self, StreamExt};
 use rdkafka::message::OwnedMessage;
 
 use super::bulk::apply_newest;
+use super::pool::{Lease, TargetDb};
 use super::routing::{unknown_tenant, Target};
 use super::tenants::TenantState;
 use super::writer::GroupResult;
@@ -88,45 +89,59 @@ impl Applier {
     }
 
     /// One tenant target's changes, on a leased connection (opened if
-    /// needed), within the target timeout. Waiting for a free connection
-    /// is not the tenant's fault and does not count against it.
+    /// needed), within the target timeout.
     async fn write_one<'m>(
         &self,
         target: Target,
         items: Vec<(&'m OwnedMessage, &'m Envelope)>,
     ) -> Written<'m> {
         let (config, registry) = (&self.config, &self.tenants.registry);
-        let limit = config.applier.target_timeout;
         let envelopes: Vec<&Envelope> = items.iter().map(|(_, e)| *e).collect();
-        let mut lease = match self.pool.lease(&target, registry).await {
-            Ok(lease) => lease,
-            Err(error) => {
-                return Written {
-                    target,
-                    items,
-                    result: Err(error.into()),
-                }
+        let result = match self.pool.lease(&target, registry).await {
+            Ok(lease) => {
+                let _in_flight = InFlight::start();
+                let write = async |db: &mut TargetDb| {
+                    let key = self.pool.key().ok_or(ApplierError::ReadOnly)?;
+                    apply_newest(db, config, registry, (&target, key), &envelopes).await
+                };
+                self.on_lease(&target, lease, write).await
             }
+            Err(error) => Err(error.into()),
         };
-        let in_flight = InFlight::start();
-        let work = async {
-            let key = self.pool.key().ok_or(ApplierError::ReadOnly)?;
-            let db = lease.db().await?;
-            apply_newest(db, config, registry, (&target, key), &envelopes).await
-        };
-        let result = match tokio::time::timeout(limit, work).await {
-            Ok(result) => result,
-            Err(_) => Err(timed_out(&target, limit)),
-        };
-        drop(in_flight);
-        if result.is_ok() {
-            lease.finish();
-        }
         Written {
             target,
             items,
             result,
         }
+    }
+
+    /// `work` on a connection to `target` within the target timeout.
+    /// Waiting for a free connection is not the target's fault and does
+    /// not count against it.
+    pub(super) async fn within_timeout<R>(
+        &self,
+        target: &Target,
+        work: impl AsyncFnOnce(&mut TargetDb) -> Result<R, ApplierError>,
+    ) -> Result<R, ApplierError> {
+        let lease = self.pool.lease(target, &self.tenants.registry).await?;
+        self.on_lease(target, lease, work).await
+    }
+
+    /// `work` on `lease`'s connection (opened if needed) within the target
+    /// timeout; the connection goes back to the pool only if it succeeded.
+    async fn on_lease<R>(
+        &self,
+        target: &Target,
+        mut lease: Lease,
+        work: impl AsyncFnOnce(&mut TargetDb) -> Result<R, ApplierError>,
+    ) -> Result<R, ApplierError> {
+        let limit = self.config.applier.target_timeout;
+        let result = tokio::time::timeout(limit, async { work(lease.db().await?).await }).await;
+        let result = result.unwrap_or_else(|_| Err(timed_out(target, limit)));
+        if result.is_ok() {
+            lease.finish();
+        }
+        result
     }
 
     /// Dead-letters what the target refused, and defers a tenant whose

@@ -13,16 +13,38 @@
 //! go out, and each registry read adopts the states of instances whose
 //! heartbeat is gone, so whichever instance applies next finishes them.
 
+use futures::stream::{self, StreamExt};
 use futures::FutureExt;
+use tokio::sync::Semaphore;
 use tracing::{error, info, warn};
 
-use super::bulk::apply_group;
+use super::bulk::apply_newest;
+use super::pool::TargetDb;
 use super::routing::Target;
 use super::tenants::TenantState;
 use super::{set_target_up, Applier, ApplierError};
 use crate::model::direction::{gate, Gate};
 use crate::model::{Envelope, Side, TenantId};
 use crate::postgres::leases::SyncStateStore;
+use crate::source::tenant_rows::current_state;
+
+/// Landlord reads and writes of one reconcile round under way at once.
+const LANDLORD_STEPS_AT_ONCE: usize = 2;
+
+/// What reconciling one tenant found beyond its rows: the targets that
+/// gained a column changes had been carrying.
+#[derive(Default)]
+struct Reconciled {
+    gained_columns: Vec<Target>,
+}
+
+/// Why a reconcile did not finish.
+enum ReconcileError {
+    /// The tenant's own database took too long: it counts as unreachable.
+    TenantTimedOut(ApplierError),
+    /// Anything else, a slow landlord included: retried next round.
+    Failed(ApplierError),
+}
 
 fn state_name(state: TenantState) -> &'static str {
     match state {
@@ -95,37 +117,94 @@ impl Applier {
         Ok(())
     }
 
-    /// Reconciles every tenant waiting for it; a failure leaves the tenant
-    /// waiting for the next round. An unreachable tenant is first probed
-    /// in the background (connecting to a silent server must not hold the
-    /// applier) and reconciled once the probe got through; every reconcile
-    /// is bounded by `applier.target_timeout_secs`.
+    /// Reconciles every tenant waiting for it, up to
+    /// `applier.max_parallel_targets` at once (500 tenants reconciled one
+    /// after another held a fresh start for most of a minute); a failure
+    /// leaves the tenant waiting for the next round. An unreachable tenant
+    /// is first probed in the background (connecting to a silent server
+    /// must not hold the applier) and reconciled once the probe got
+    /// through. Each step on a target is bounded by
+    /// `applier.target_timeout_secs`; waiting for a free connection is not
+    /// the tenant's fault and does not count.
     pub(super) async fn reconcile_pending(&mut self) {
-        let limit = self.config.applier.target_timeout;
+        let mut due = Vec::new();
         for id in self.tenants.pending() {
             if self.tenants.state(&id) == TenantState::Unreachable && !self.probe_got_through(&id) {
                 continue;
             }
-            let reconciled = tokio::time::timeout(limit, self.reconcile_tenant(&id)).await;
-            match reconciled {
-                Ok(Ok(())) => {
-                    if self.tenants.reconciled(&id) == TenantState::Unreachable {
-                        info!(tenant = %id, "tenant database reachable again; caught up");
-                    }
-                    set_target_up(&self.tenants.registry, &id, true);
+            due.push(id);
+        }
+        let (this, landlord_turns) = (&*self, Semaphore::new(LANDLORD_STEPS_AT_ONCE));
+        let mut outcomes: Vec<_> = stream::iter(due)
+            .map(|id| async {
+                let outcome = this.reconcile_tenant(&id, &landlord_turns).await;
+                (id, outcome)
+            })
+            .buffer_unordered(self.config.applier.max_parallel_targets)
+            .collect()
+            .await;
+        outcomes.sort_by(|a, b| a.0.cmp(&b.0));
+        // Every outcome first, then the columns that appeared: a tenant
+        // reconciled beside the one that found a new column may have
+        // written without it, and must stay pending for the next round.
+        let mut gained_columns = Vec::new();
+        for (id, outcome) in outcomes {
+            gained_columns.extend(self.settle_reconcile(&id, outcome));
+        }
+        for target in gained_columns {
+            self.columns_appeared(&target);
+        }
+    }
+
+    /// Records how one tenant's reconcile went; returns the targets that
+    /// gained a column.
+    fn settle_reconcile(
+        &mut self,
+        id: &TenantId,
+        outcome: Result<Reconciled, ReconcileError>,
+    ) -> Vec<Target> {
+        match outcome {
+            Ok(reconciled) => {
+                if self.tenants.reconciled(id) == TenantState::Unreachable {
+                    info!(tenant = %id, "tenant database reachable again; caught up");
                 }
-                Ok(Err(error)) => {
-                    crate::runtime::status::status().applier_failed(&id, &error.to_string());
-                    warn!(tenant = %id, %error, "reconciling the tenant failed; will retry")
-                }
-                Err(_) => {
-                    warn!(tenant = %id, seconds = limit.as_secs_f64(), "reconciling the tenant took too long; its server counts as unreachable");
-                    self.pool.drop_target(&Target::Tenant(id.clone()));
-                    self.tenants.mark_unreachable(&id);
-                    set_target_up(&self.tenants.registry, &id, false);
-                }
+                set_target_up(&self.tenants.registry, id, true);
+                return reconciled.gained_columns;
+            }
+            Err(ReconcileError::TenantTimedOut(error)) => {
+                warn!(tenant = %id, %error, "reconciling the tenant took too long; its server counts as unreachable");
+                self.pool.drop_target(&Target::Tenant(id.clone()));
+                self.tenants.mark_unreachable(id);
+                set_target_up(&self.tenants.registry, id, false);
+            }
+            Err(ReconcileError::Failed(error)) => {
+                crate::runtime::status::status().applier_failed(id, &error.to_string());
+                warn!(tenant = %id, %error, "reconciling the tenant failed; will retry")
             }
         }
+        Vec::new()
+    }
+
+    /// `work` on `target` within the target timeout. The landlord's steps
+    /// take turns: they are short, and reconciles side by side would each
+    /// hold a landlord connection (and load the landlord) otherwise.
+    async fn reconcile_step<R>(
+        &self,
+        target: &Target,
+        landlord_turns: &Semaphore,
+        work: impl AsyncFnOnce(&mut TargetDb) -> Result<R, ApplierError>,
+    ) -> Result<R, ReconcileError> {
+        let _turn = match target {
+            Target::Landlord => landlord_turns.acquire().await.ok(),
+            Target::Tenant(_) => None,
+        };
+        let result = self.within_timeout(target, work).await;
+        result.map_err(|error| match (target, error) {
+            (Target::Tenant(_), error @ ApplierError::TargetTimeout { .. }) => {
+                ReconcileError::TenantTimedOut(error)
+            }
+            (_, error) => ReconcileError::Failed(error),
+        })
     }
 
     /// Whether a background connection attempt to an unreachable tenant
@@ -159,48 +238,58 @@ impl Applier {
         false
     }
 
-    async fn reconcile_tenant(&mut self, id: &TenantId) -> Result<(), ApplierError> {
+    /// Applies each side's rows to the other (as the direction lets
+    /// through); the targets that gained a synced column are returned for
+    /// the caller to reconcile their tenants again.
+    async fn reconcile_tenant(
+        &self,
+        id: &TenantId,
+        landlord_turns: &Semaphore,
+    ) -> Result<Reconciled, ReconcileError> {
+        let mut reconciled = Reconciled::default();
         let Some(tenant) = self.tenants.registry.get(id).cloned() else {
-            return Ok(());
+            return Ok(reconciled);
         };
         let direction = self.tenants.directions.of(id);
         let tenant_ref = tenant.tenant_ref();
-        let registry = &self.tenants.registry;
+        let (config, registry) = (&self.config, &self.tenants.registry);
         let tenant_target = Target::Tenant(id.clone());
-        let pool = &self.pool;
         // Only the sides the direction lets through are read: a paused
         // tenant's rows (all of them, in memory) are not needed.
         let read = async |origin: Side, from: &Target| {
             if gate(direction, origin) != Gate::Apply {
                 return Ok(Vec::new());
             }
-            pool.current_state(from, registry, &tenant_ref).await
+            self.reconcile_step(from, landlord_turns, async |db| {
+                Ok(current_state(&db.client, config, from.side(), &db.label, &tenant_ref).await?)
+            })
+            .await
         };
         let from_landlord = read(Side::Landlord, &Target::Landlord).await?;
         let from_tenant = read(Side::Tenant, &tenant_target).await?;
         let mut rejected = Vec::new();
-        let mut gained_columns = Vec::new();
         for (origin, rows, target) in [
             (Side::Tenant, &from_tenant, &Target::Landlord),
             (Side::Landlord, &from_landlord, &tenant_target),
         ] {
             if gate(direction, origin) == Gate::Apply && !rows.is_empty() {
                 let envelopes: Vec<&Envelope> = rows.iter().collect();
-                let applied = apply_group(pool, registry, target, &envelopes).await?;
+                let write = async |db: &mut TargetDb| {
+                    let key = self.pool.key().ok_or(ApplierError::ReadOnly)?;
+                    apply_newest(db, config, registry, (target, key), &envelopes).await
+                };
+                let applied = self.reconcile_step(target, landlord_turns, write).await?;
                 if applied.columns_appeared {
-                    gained_columns.push(target.clone());
+                    reconciled.gained_columns.push(target.clone());
                 }
                 rejected.extend(applied.rejected);
             }
-        }
-        for target in gained_columns {
-            self.columns_appeared(&target);
         }
         for (_, reason) in rejected {
             // Nothing to dead-letter: the row stays in its source database.
             error!(tenant = %id, %reason, "a row cannot be reconciled; fix it and it syncs on its next change");
         }
         info!(tenant = %id, direction = direction.as_str(), "tenant reconciled");
-        Ok(())
+        Ok(reconciled)
     }
 }

@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use tokio_postgres::Client;
 
 use crate::support::{
-    self, eventually, keep_newest, wait_streaming, TestEnv, Write, VERSION_MICROS,
+    self, eventually, keep_newest, wait_streaming, Bridge, TestEnv, Write, VERSION_MICROS,
 };
 
 const TENANTS: usize = 20;
@@ -119,32 +119,35 @@ async fn state(client: &Client, sql: &str) -> State {
     Some((row.get(0), row.get(1), row.get(2)))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_writes_on_both_sides_converge_to_the_newest_version() {
-    let seed: u64 = std::env::var("CDC_TEST_SEED")
+/// The seed of this run's random writes (CDC_TEST_SEED replays one).
+fn seed() -> u64 {
+    let seed = std::env::var("CDC_TEST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| rand::rng().random());
     println!("convergence test seed: {seed} (replay with CDC_TEST_SEED={seed})");
-    let env = TestEnv::new("converge", TENANTS).await;
-    let (ok, output) = env.bridge_command(&["setup"]);
-    assert!(ok, "{output}");
-    let mut bridge = env.start_bridge();
-    wait_streaming(&bridge, TENANTS + 1).await;
+    seed
+}
 
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut winners: HashMap<usize, Option<Write>> = HashMap::new();
-    let landlord = env.landlord().await;
-    let tenants: Vec<Client> = futures_join(&env).await;
-    for round in 0..ROUNDS {
+/// The newest application write of each tenant (by index) so far.
+type Winners = HashMap<usize, Option<Write>>;
+
+/// Rounds of random application writes on both sides of most tenants at
+/// once, some holding their row locks a while (longer than the bridge's
+/// lock timeout, too); each round's colors are unique.
+async fn write_rounds(
+    env: &TestEnv,
+    rng: &mut StdRng,
+    rounds: std::ops::Range<usize>,
+    winners: &mut Winners,
+) {
+    for round in rounds {
         let mut tasks = Vec::new();
-        for index in 0..TENANTS {
+        for index in 0..env.tenants.len() {
             if !rng.random_bool(0.6) {
                 continue;
             }
             let (a, b) = (rng.random::<u32>(), rng.random::<u32>());
-            // Now and then a write keeps its row locked for a while
-            // (longer than the bridge's lock timeout, too).
             let mut hold = || Duration::from_millis([0, 0, 30, 120, 350][rng.random_range(0..5)]);
             let (tenant_hold, landlord_hold) = (hold(), hold());
             let tenant_color = format!("#t{round:02}{index:03}");
@@ -171,7 +174,13 @@ async fn concurrent_writes_on_both_sides_converge_to_the_newest_version() {
             }
         }
     }
+}
 
+/// Waits until every tenant is identical on both sides, and checks that
+/// what they agree on is the write the conflict rule picks.
+async fn assert_converged(env: &TestEnv, winners: &Winners, seed: u64) {
+    let landlord = env.landlord().await;
+    let tenants: Vec<Client> = futures_join(env).await;
     for (index, tenant) in tenants.iter().enumerate() {
         let id = env.tenants[index].id;
         let tenant_sql = format!("SELECT primary_color::text, {VERSION_MICROS}, cdc_source FROM tenant_brandings WHERE id = 1");
@@ -194,7 +203,74 @@ async fn concurrent_writes_on_both_sides_converge_to_the_newest_version() {
             "tenant {index}: the newest (version, side) wins (seed {seed})"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writes_on_both_sides_converge_to_the_newest_version() {
+    let seed = seed();
+    let env = TestEnv::new("converge", TENANTS).await;
+    let (ok, output) = env.bridge_command(&["setup"]);
+    assert!(ok, "{output}");
+    let mut bridge = env.start_bridge();
+    wait_streaming(&bridge, TENANTS + 1).await;
+
+    let (mut rng, mut winners) = (StdRng::seed_from_u64(seed), Winners::new());
+    write_rounds(&env, &mut rng, 0..ROUNDS, &mut winners).await;
+    assert_converged(&env, &winners, seed).await;
     assert!(bridge.stop().success(), "{}", bridge.log_text());
+}
+
+/// Resuming every paused tenant at once reconciles them side by side
+/// (4 at a time, on a pool of 6 connections, so reconciles also wait for
+/// connections) while the application keeps writing both sides, before,
+/// during and after the reconciles: what each side missed while paused and
+/// what is written meanwhile converge to the newest write.
+#[tokio::test(flavor = "multi_thread")]
+async fn tenants_reconciled_together_while_writes_go_on_converge_to_the_newest_version() {
+    let seed = seed();
+    let env = TestEnv::new("reconcile_all", TENANTS).await;
+    env.replace_in_config(
+        "batch_wait_ms = 10",
+        "batch_wait_ms = 10\nmax_parallel_targets = 4\nmax_connections = 6\nmax_connections_per_server = 6",
+    );
+    let (ok, output) = env.bridge_command(&["setup"]);
+    assert!(ok, "{output}");
+    let mut bridge = env.start_bridge();
+    wait_streaming(&bridge, TENANTS + 1).await;
+    let set_direction = |to: &str| {
+        let (ok, output) = env.bridge_command(&["direction", "set", "all", to]);
+        assert!(ok, "{output}");
+        reconciled_lines(&bridge, to)
+    };
+
+    let paused_before = set_direction("paused");
+    wait_reconciled(&bridge, "paused", paused_before + TENANTS).await;
+    let (mut rng, mut winners) = (StdRng::seed_from_u64(seed), Winners::new());
+    write_rounds(&env, &mut rng, 0..ROUNDS, &mut winners).await;
+
+    let both_before = set_direction("both");
+    let mut round = ROUNDS;
+    while reconciled_lines(&bridge, "both") < both_before + TENANTS {
+        assert!(round < 40 * ROUNDS, "the tenants were not reconciled");
+        write_rounds(&env, &mut rng, round..round + 1, &mut winners).await;
+        round += 1;
+    }
+    println!("{} rounds of writes while the tenants were reconciled", round - ROUNDS);
+    write_rounds(&env, &mut rng, round..round + 2, &mut winners).await;
+    assert_converged(&env, &winners, seed).await;
+    assert!(bridge.stop().success(), "{}", bridge.log_text());
+}
+
+/// How many tenants the bridge reconciled in `direction` so far.
+fn reconciled_lines(bridge: &Bridge, direction: &str) -> usize {
+    bridge.log_lines_with(&["tenant reconciled", &format!("direction=\"{direction}\"")])
+}
+
+async fn wait_reconciled(bridge: &Bridge, direction: &str, count: usize) {
+    let direction = format!("direction=\"{direction}\"");
+    bridge
+        .wait_log_lines(&["tenant reconciled", &direction], count)
+        .await;
 }
 
 async fn futures_join(env: &TestEnv) -> Vec<Client> {

@@ -3,7 +3,7 @@
 //! connection) so that it is tested without databases.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::Limits;
 use crate::applier::routing::Target;
@@ -125,6 +125,23 @@ impl<C> Counts<C> {
         idle + self.leased.get(server).copied().unwrap_or(0)
     }
 
+    /// Closes connections idle for `idle`, but for the landlord's most
+    /// recently used one (a burst of reconciles or checks may have opened
+    /// more to it, which would otherwise stay and crowd out tenants').
+    pub(super) fn close_idle(&mut self, idle: Duration) {
+        let landlord = &self.landlord;
+        let newest_landlord = self
+            .idle
+            .iter()
+            .filter(|c| &c.identity == landlord)
+            .map(|c| c.last_used)
+            .max();
+        self.idle.retain(|c| {
+            let kept_landlord = &c.identity == landlord && Some(c.last_used) == newest_landlord;
+            kept_landlord || c.last_used.elapsed() < idle
+        });
+    }
+
     /// Open connections per server, for `cdc_applier_connections`.
     pub(super) fn publish(&self) {
         let gauge = &metrics().connections;
@@ -145,7 +162,6 @@ impl<C> Counts<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn counts(total: usize, per_server: usize) -> Counts<&'static str> {
         Counts::new(Limits { total, per_server }, "landlord".to_string())
@@ -225,5 +241,19 @@ mod tests {
         let idle: Vec<_> = counts.idle.iter().map(|i| i.conn).collect();
         assert!(idle.contains(&"b1"), "other servers keep theirs: {idle:?}");
         assert_eq!(counts.open_on("a:1"), 2);
+    }
+
+    #[test]
+    fn idle_connections_close_but_the_landlords_newest() {
+        let mut counts = counts(10, 10);
+        use_once(&mut counts, "landlord", "a:1", "l1");
+        std::thread::sleep(Duration::from_millis(2));
+        use_once(&mut counts, "landlord", "a:1", "l2");
+        use_once(&mut counts, "t|db1", "a:1", "c1");
+        std::thread::sleep(Duration::from_millis(300));
+        use_once(&mut counts, "t|db2", "a:1", "c2");
+        counts.close_idle(Duration::from_millis(250));
+        let idle: Vec<_> = counts.idle.iter().map(|i| i.conn).collect();
+        assert_eq!(idle, ["l2", "c2"], "db1 and the older landlord one closed");
     }
 }

@@ -272,13 +272,10 @@ impl TargetPool {
         counts.publish();
     }
 
-    /// Closes tenant connections idle for `idle` (the landlord's stay).
+    /// Closes connections idle for `idle`, but one to the landlord.
     pub(super) fn close_idle(&self, idle: Duration) {
         let mut counts = self.counts();
-        let landlord = counts.landlord.clone();
-        counts
-            .idle
-            .retain(|c| c.identity == landlord || c.last_used.elapsed() < idle);
+        counts.close_idle(idle);
         counts.publish();
     }
 }
