@@ -414,7 +414,7 @@ async fn main() {
         .batch_execute("CREATE TABLE bench_twin (tenant bigint, color text, at timestamptz)")
         .await
         .unwrap();
-    let first_sync = fleet.start().await;
+    let first_sync = fleet.start().await.in_sync();
     log_append_time(&format!("{prefix}.changes")).await;
     println!(
         "end_to_end_latency: {} tenants in sync {:.1} s after start",

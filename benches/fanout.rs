@@ -149,7 +149,7 @@ async fn main() {
             .unwrap();
         tenants.push(client);
     }
-    let first_sync = fleet.start().await;
+    let first_sync = fleet.start().await.in_sync();
     let (mut ours, mut theirs, mut capped) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..RUNS {
         ours.push(bridge_run(&fleet, &tenants, run).await);

@@ -25,6 +25,20 @@ END $$;
 CREATE TRIGGER bench_arrival AFTER INSERT OR UPDATE ON tenant_brandings
     FOR EACH ROW EXECUTE FUNCTION bench_arrival();";
 
+/// How long after its start the bridge had every tenant's row on the
+/// landlord, and every reader streaming.
+pub struct Started {
+    pub rows_in_sync: Duration,
+    pub all_streaming: Duration,
+}
+
+impl Started {
+    /// Both: the first sync is done.
+    pub fn in_sync(&self) -> Duration {
+        self.rows_in_sync.max(self.all_streaming)
+    }
+}
+
 pub struct Fleet {
     pub prefix: String,
     pub tenants: u32,
@@ -143,8 +157,10 @@ impl Fleet {
     }
 
     /// Starts `cdc-bridge run` and waits until every tenant's row reached
-    /// the landlord (the first sync is done).
-    pub async fn start(&mut self) -> Duration {
+    /// the landlord and every reader streams (the first sync is done: a
+    /// reconcile can bring the rows over before the readers of a large
+    /// fleet have all made their slots).
+    pub async fn start(&mut self) -> Started {
         let log = std::fs::File::create(&self.log_path).unwrap();
         let started = Instant::now();
         let child = Command::new(env!("CARGO_BIN_EXE_cdc-bridge"))
@@ -162,21 +178,43 @@ impl Fleet {
         self.bridge = Some(child);
         let landlord = self.landlord().await;
         let deadline = Instant::now() + Duration::from_secs(300);
+        let (mut rows_in_sync, mut all_streaming) = (None, None);
         loop {
-            let row = landlord
-                .query_one("SELECT count(*) FROM tenant_brandings", &[])
-                .await
-                .unwrap();
-            if row.get::<_, i64>(0) == i64::from(self.tenants) {
-                return started.elapsed();
+            if rows_in_sync.is_none() {
+                let row = landlord
+                    .query_one("SELECT count(*) FROM tenant_brandings", &[])
+                    .await
+                    .unwrap();
+                let rows: i64 = row.get(0);
+                rows_in_sync = (rows == i64::from(self.tenants)).then(|| started.elapsed());
+            }
+            if all_streaming.is_none() && self.sources_up() == self.tenants + 1 {
+                all_streaming = Some(started.elapsed());
+            }
+            if let (Some(rows_in_sync), Some(all_streaming)) = (rows_in_sync, all_streaming) {
+                return Started {
+                    rows_in_sync,
+                    all_streaming,
+                };
             }
             assert!(
                 Instant::now() < deadline,
                 "the first sync did not finish; see {}",
                 self.log_path.display()
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            // Each look renders /metrics, hundreds of databases' worth.
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Readers streaming (`cdc_source_up` samples at 1).
+    fn sources_up(&self) -> u32 {
+        let up = self
+            .metrics()
+            .lines()
+            .filter(|l| l.starts_with("cdc_source_up{") && l.ends_with(" 1"))
+            .count();
+        up as u32
     }
 
     /// The bridge's metrics (Prometheus text).

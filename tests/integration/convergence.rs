@@ -255,7 +255,10 @@ async fn tenants_reconciled_together_while_writes_go_on_converge_to_the_newest_v
         write_rounds(&env, &mut rng, round..round + 1, &mut winners).await;
         round += 1;
     }
-    println!("{} rounds of writes while the tenants were reconciled", round - ROUNDS);
+    println!(
+        "{} rounds of writes while the tenants were reconciled",
+        round - ROUNDS
+    );
     write_rounds(&env, &mut rng, round..round + 2, &mut winners).await;
     assert_converged(&env, &winners, seed).await;
     assert!(bridge.stop().success(), "{}", bridge.log_text());
