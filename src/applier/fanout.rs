@@ -95,15 +95,12 @@ impl Applier {
         target: Target,
         items: Vec<(&'m OwnedMessage, &'m Envelope)>,
     ) -> Written<'m> {
-        let (config, registry) = (&self.config, &self.tenants.registry);
         let envelopes: Vec<&Envelope> = items.iter().map(|(_, e)| *e).collect();
-        let result = match self.pool.lease(&target, registry).await {
+        let result = match self.pool.lease(&target, &self.tenants.registry).await {
             Ok(lease) => {
                 let _in_flight = InFlight::start();
-                let write = async |db: &mut TargetDb| {
-                    let key = self.pool.key().ok_or(ApplierError::ReadOnly)?;
-                    apply_newest(db, config, registry, (&target, key), &envelopes).await
-                };
+                let write =
+                    async |db: &mut TargetDb| self.write_newest(db, &target, &envelopes).await;
                 self.on_lease(&target, lease, write).await
             }
             Err(error) => Err(error.into()),
@@ -113,6 +110,18 @@ impl Applier {
             items,
             result,
         }
+    }
+
+    /// `envelopes` written to `target` on `db` (see `bulk::apply_newest`).
+    pub(super) async fn write_newest(
+        &self,
+        db: &mut TargetDb,
+        target: &Target,
+        envelopes: &[&Envelope],
+    ) -> Result<GroupResult, ApplierError> {
+        let key = self.pool.key().ok_or(ApplierError::ReadOnly)?;
+        let registry = &self.tenants.registry;
+        apply_newest(db, &self.config, registry, (target, key), envelopes).await
     }
 
     /// `work` on a connection to `target` within the target timeout.

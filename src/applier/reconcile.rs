@@ -18,7 +18,6 @@ use futures::FutureExt;
 use tokio::sync::Semaphore;
 use tracing::{error, info, warn};
 
-use super::bulk::apply_newest;
 use super::pool::TargetDb;
 use super::routing::Target;
 use super::tenants::TenantState;
@@ -252,7 +251,7 @@ impl Applier {
         };
         let direction = self.tenants.directions.of(id);
         let tenant_ref = tenant.tenant_ref();
-        let (config, registry) = (&self.config, &self.tenants.registry);
+        let config = &self.config;
         let tenant_target = Target::Tenant(id.clone());
         // Only the sides the direction lets through are read: a paused
         // tenant's rows (all of them, in memory) are not needed.
@@ -274,10 +273,8 @@ impl Applier {
         ] {
             if gate(direction, origin) == Gate::Apply && !rows.is_empty() {
                 let envelopes: Vec<&Envelope> = rows.iter().collect();
-                let write = async |db: &mut TargetDb| {
-                    let key = self.pool.key().ok_or(ApplierError::ReadOnly)?;
-                    apply_newest(db, config, registry, (target, key), &envelopes).await
-                };
+                let write =
+                    async |db: &mut TargetDb| self.write_newest(db, target, &envelopes).await;
                 let applied = self.reconcile_step(target, landlord_turns, write).await?;
                 if applied.columns_appeared {
                     reconciled.gained_columns.push(target.clone());

@@ -53,19 +53,26 @@ pub(super) async fn begin_apply<'c>(
     (client, preamble): (&'c mut tokio_postgres::Client, &tokio_postgres::Statement),
     key: &ApplyKey,
 ) -> Result<tokio_postgres::Transaction<'c>, tokio_postgres::Error> {
-    let lock_timeout = format!("{}ms", LOCK_TIMEOUT.as_millis());
     let tx = client.transaction().await?;
-    tx.execute(
-        preamble,
-        &[
-            &key.token(),
-            &APPLY_MARKER_PREFIX,
-            &key.marker,
-            &lock_timeout,
-        ],
-    )
-    .await?;
+    mark_apply(&tx, preamble, key).await?;
     Ok(tx)
+}
+
+/// Runs the preamble in the open transaction: the marker, the token and
+/// the lock timeout.
+async fn mark_apply(
+    client: &impl tokio_postgres::GenericClient,
+    preamble: &tokio_postgres::Statement,
+    key: &ApplyKey,
+) -> Result<u64, tokio_postgres::Error> {
+    let lock_timeout = format!("{}ms", LOCK_TIMEOUT.as_millis());
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
+        &key.token(),
+        &APPLY_MARKER_PREFIX,
+        &key.marker,
+        &lock_timeout,
+    ];
+    client.execute(preamble, &params).await
 }
 
 /// An apply transaction sent whole: BEGIN, the preamble, the upserts and
@@ -85,12 +92,8 @@ pub(super) async fn apply_in_one_round_trip(
     key: &ApplyKey,
     upserts: &ManyUpserts<'_>,
 ) -> Result<u64, TargetError> {
-    let lock_timeout = format!("{}ms", LOCK_TIMEOUT.as_millis());
-    let token = key.token();
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-        [&token, &APPLY_MARKER_PREFIX, &key.marker, &lock_timeout];
     let begin = async { Ok::<_, TargetError>(client.batch_execute("BEGIN").await?) };
-    let mark = async { Ok::<_, TargetError>(client.execute(preamble, &params).await?) };
+    let mark = async { Ok::<_, TargetError>(mark_apply(client, preamble, key).await?) };
     let commit = async { Ok::<_, TargetError>(client.batch_execute("COMMIT").await?) };
     let ((), _, written, ()) = futures::try_join!(begin, mark, upserts.send(client), commit)?;
     Ok(written)
