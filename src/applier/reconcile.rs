@@ -25,6 +25,7 @@ use super::{set_target_up, Applier, ApplierError};
 use crate::model::direction::{gate, Gate};
 use crate::model::{Envelope, Side, TenantId};
 use crate::postgres::leases::SyncStateStore;
+use crate::postgres::DbError;
 use crate::source::tenant_rows::current_state;
 
 /// Landlord reads and writes of one reconcile round under way at once.
@@ -39,10 +40,26 @@ struct Reconciled {
 
 /// Why a reconcile did not finish.
 enum ReconcileError {
-    /// The tenant's own database took too long: it counts as unreachable.
-    TenantTimedOut(ApplierError),
+    /// The tenant's own database could not be reached or took too long: it
+    /// counts as unreachable (probed in the background rather than tried
+    /// again in every round, each try holding the consume loop).
+    TenantUnreachable(ApplierError),
     /// Anything else, a slow landlord included: retried next round.
     Failed(ApplierError),
+}
+
+impl ReconcileError {
+    fn on(target: &Target, error: ApplierError) -> ReconcileError {
+        let unreachable = matches!(
+            error,
+            ApplierError::TargetTimeout { .. }
+                | ApplierError::Db(DbError::Connect { .. } | DbError::ConnectTimeout { .. })
+        );
+        match target {
+            Target::Tenant(_) if unreachable => ReconcileError::TenantUnreachable(error),
+            _ => ReconcileError::Failed(error),
+        }
+    }
 }
 
 fn state_name(state: TenantState) -> &'static str {
@@ -170,8 +187,8 @@ impl Applier {
                 set_target_up(&self.tenants.registry, id, true);
                 return reconciled.gained_columns;
             }
-            Err(ReconcileError::TenantTimedOut(error)) => {
-                warn!(tenant = %id, %error, "reconciling the tenant took too long; its server counts as unreachable");
+            Err(ReconcileError::TenantUnreachable(error)) => {
+                warn!(tenant = %id, %error, "reconciling the tenant could not reach its database in time; it counts as unreachable");
                 self.pool.drop_target(&Target::Tenant(id.clone()));
                 self.tenants.mark_unreachable(id);
                 set_target_up(&self.tenants.registry, id, false);
@@ -198,12 +215,7 @@ impl Applier {
             Target::Tenant(_) => None,
         };
         let result = self.within_timeout(target, work).await;
-        result.map_err(|error| match (target, error) {
-            (Target::Tenant(_), error @ ApplierError::TargetTimeout { .. }) => {
-                ReconcileError::TenantTimedOut(error)
-            }
-            (_, error) => ReconcileError::Failed(error),
-        })
+        result.map_err(|error| ReconcileError::on(target, error))
     }
 
     /// Whether a background connection attempt to an unreachable tenant
